@@ -1,0 +1,3 @@
+"""vllm-ghost: ghost-text code completions from a vLLM you run yourself."""
+
+__version__ = "0.1.0"

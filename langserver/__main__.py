@@ -1,0 +1,5 @@
+import sys
+
+from langserver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""Stage 3: the OpenAI-compatible streaming client.
+
+Cancelling the awaiting task closes the HTTP stream; vLLM sees the disconnect
+and aborts the generation, so superseded keystrokes stop costing GPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from langserver.completion.prompt import PromptRequest
+
+
+class BackendError(RuntimeError):
+    """The backend failed in a way the user should hear about (once)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str  # ends in /v1
+    api_key: str
+    model: str
+    verify: bool | str = True  # False, True, or a CA bundle path
+
+
+class BackendClient:
+    def __init__(self, endpoint: Endpoint, timeout_s: float = 10.0) -> None:
+        self.endpoint = endpoint
+        # openai's own httpx flavour: whichever httpx major it was built on.
+        self._http = openai.DefaultAsyncHttpxClient(
+            verify=endpoint.verify,
+            timeout=timeout_s,
+        )
+        self._openai = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key or "EMPTY",
+            http_client=self._http,
+            max_retries=0,  # a retried completion would arrive after the next keystroke
+        )
+
+    async def close(self) -> None:
+        await self._openai.close()
+
+    async def stream(self, request: PromptRequest) -> AsyncIterator[str]:
+        """Yield text deltas; closing the generator closes the HTTP stream."""
+        body = dict(request.body)
+        common = {
+            key: body.pop(key)
+            for key in ("max_tokens", "temperature", "top_p", "presence_penalty",
+                        "frequency_penalty", "n", "stop")
+            if key in body
+        }
+        try:
+            if request.endpoint == "chat":
+                messages = body.pop("messages")
+                chat = await self._openai.chat.completions.create(
+                    model=self.endpoint.model, messages=messages, stream=True,
+                    extra_body=body, **common,
+                )
+                async with chat:
+                    async for chunk in chat:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            yield chunk.choices[0].delta.content
+            else:
+                prompt = body.pop("prompt")
+                plain = await self._openai.completions.create(
+                    model=self.endpoint.model, prompt=prompt, stream=True,
+                    extra_body=body, **common,
+                )
+                async with plain:
+                    async for part in plain:
+                        if part.choices and part.choices[0].text:
+                            yield part.choices[0].text
+        except openai.APIStatusError as err:
+            raise BackendError(f"backend answered {err.status_code}: {_brief(err.body)}") from err
+        except openai.APITimeoutError as err:
+            raise BackendError("backend timed out") from err
+        except openai.APIConnectionError as err:
+            raise BackendError(f"cannot reach backend at {self.endpoint.base_url}") from err
+        except (ValueError, KeyError, TypeError) as err:
+            # Garbage or truncated JSON in the stream.
+            raise BackendError(f"backend sent a malformed answer: {err}") from err
+
+    async def complete(self, request: PromptRequest) -> str:
+        parts: list[str] = []
+        stream = self.stream(request)
+        try:
+            async for delta in stream:
+                parts.append(delta)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        return "".join(parts)
+
+    async def model_info(self) -> dict[str, Any]:
+        """The served model's entry from /v1/models (vLLM adds max_model_len)."""
+        models = await self._openai.models.list()
+        for model in models.data:
+            if model.id == self.endpoint.model:
+                return model.model_dump()
+        names = ", ".join(m.id for m in models.data) or "none"
+        raise BackendError(f"model {self.endpoint.model!r} is not served there (served: {names})")
+
+
+def _brief(body: object) -> str:
+    text = str(body)
+    return text if len(text) <= 300 else text[:300] + "..."

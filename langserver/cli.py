@@ -1,0 +1,98 @@
+"""Command line: `vllm-ghost lsp` (stdio server, the default) and `vllm-ghost complete`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.status import Status
+from langserver.completion import pipeline
+from langserver.settings import Settings, parse_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in (None, "lsp"):
+        from langserver.server import server
+
+        server.start_io()
+        return 0
+    return asyncio.run(_complete(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vllm-ghost", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("lsp", help="run the language server over stdio (default)")
+    one = sub.add_parser("complete", help="print one completion for a position in a file")
+    one.add_argument("file", type=Path)
+    one.add_argument("--line", type=int, required=True, help="1-based line of the cursor")
+    one.add_argument("--column", type=int, required=True, help="1-based column of the cursor (characters)")
+    one.add_argument("--settings", help="settings as JSON text or a JSON file (same shape as VS Code's vllmGhost.*)")
+    one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="one setting by dotted path, e.g. model.path=/models/x (value parsed as JSON if it can be)")
+    one.add_argument("--language", default="", help="languageId (default: from the file extension)")
+    return parser
+
+
+def settings_from_args(settings_arg: str | None, sets: list[str]) -> tuple[Settings, list[str]]:
+    raw: dict[str, Any] = {}
+    if settings_arg:
+        path = Path(settings_arg)
+        raw = json.loads(path.read_text() if path.is_file() else settings_arg)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            return Settings(), [f"--set {item!r}: expected SECTION.KEY=VALUE"]
+        section, name = key.split(".", 1)
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        raw.setdefault(section, {})[name] = parsed
+    return parse_settings(raw)
+
+
+_LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust", ".go": "go",
+              ".c": "c", ".cpp": "cpp", ".java": "java", ".sh": "shellscript"}
+
+
+async def _complete(args: argparse.Namespace) -> int:
+    settings, problems = settings_from_args(args.settings, args.set)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    text = args.file.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if not 1 <= args.line <= len(lines):
+        print(f"error: --line must be between 1 and {len(lines)}", file=sys.stderr)
+        return 2
+    column = min(max(args.column - 1, 0), len(lines[args.line - 1]))
+    offset = sum(len(line) + 1 for line in lines[: args.line - 1]) + column
+
+    def on_status(status: Status) -> None:
+        print(f"[{status.state}] {status.message}", file=sys.stderr, flush=True)
+
+    backend = BackendManager(on_status, lambda line: None)
+    await backend.start(settings)
+    try:
+        if backend.status.state != "ready":
+            return 1
+        language = args.language or _LANGUAGES.get(args.file.suffix, "")
+        request = pipeline.Request(text=text, offset=offset, language=language)
+        try:
+            completion = await pipeline.complete(request, settings, backend.generate, backend.max_model_len)
+        except (BackendUnavailable, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        if completion is not None:
+            print(completion.text)
+        return 0
+    finally:
+        await backend.stop()

@@ -1,0 +1,76 @@
+"""Stage 2: the request body for each prompt format.
+
+`chat-fim` is Qwen3-Coder's recipe for its instruct model (the seed's finding):
+the FIM string goes as the user message to /v1/chat/completions under a fixed
+system message. `raw-fim` sends the bare FIM string to /v1/completions, for base
+models. Both are greedy by default with every sampling field set, because vLLM
+fills unset fields from the model's generation_config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langserver.completion.context import Context
+
+SYSTEM_MESSAGE = "You are a code completion assistant."
+FIM_PREFIX = "<|fim_prefix|>"
+FIM_SUFFIX = "<|fim_suffix|>"
+FIM_MIDDLE = "<|fim_middle|>"
+# Qwen's end and FIM tokens: any of them in the output means the middle is over.
+STOP_STRINGS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+# Tokens the template adds around the FIM string, with a margin (chat-fim's system turn).
+TEMPLATE_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 128
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    endpoint: Literal["chat", "completions"]
+    body: dict[str, Any]
+
+
+def fim_string(context: Context) -> str:
+    return f"{FIM_PREFIX}{context.prefix}{FIM_SUFFIX}{context.suffix}{FIM_MIDDLE}"
+
+
+def build_prompt(context: Context, prompt_format: str, sampling: Sampling) -> PromptRequest:
+    body = _sampling_fields(sampling)
+    if prompt_format == "raw-fim":
+        body["prompt"] = fim_string(context)
+        return PromptRequest(endpoint="completions", body=body)
+    body["messages"] = [
+        {"role": "system", "content": SYSTEM_MESSAGE},
+        {"role": "user", "content": fim_string(context)},
+    ]
+    return PromptRequest(endpoint="chat", body=body)
+
+
+def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    return {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": 1.0,
+        "top_k": -1,
+        "min_p": 0.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "n": 1,
+        "stop": list(STOP_STRINGS),
+    }

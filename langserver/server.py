@@ -1,0 +1,218 @@
+"""pygls wiring only: lifecycle, settings, documents, the inlineCompletion handler, commands.
+
+This is the one module that knows LSP types; everything it calls takes plain
+text and offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from langserver import __version__
+from langserver.backend.client import BackendError
+from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.status import Status
+from langserver.completion import pipeline
+from langserver.completion.postprocess import Completion
+from langserver.document import TextBuffer
+from langserver.settings import Settings, parse_settings, redacted
+
+STATUS_NOTIFICATION = "vllmGhost/status"
+CMD_RESTART_MODEL = "vllmGhost.restartModel"
+CMD_STATUS = "vllmGhost.status"
+log = logging.getLogger("vllm-ghost")
+
+
+class GhostServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("vllm-ghost", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.settings = Settings()
+        self.documents: dict[str, tuple[TextBuffer, str]] = {}  # uri -> (buffer, languageId)
+        self.encoding = "utf-16"
+        self.backend = BackendManager(self.publish_status, self.log_line)
+        self._progress: str | None = None
+        self._backend_task: asyncio.Task[None] | None = None
+        self._errors_shown: set[str] = set()
+        self.started_at = time.monotonic()
+
+    # --- messages to the client -------------------------------------------------------------
+    def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
+        self.window_log_message(types.LogMessageParams(type=kind, message=message))
+
+    def show_once(self, message: str, kind: types.MessageType = types.MessageType.Error) -> None:
+        """One window message per distinct cause; the log gets every occurrence."""
+        self.log_line(message, kind)
+        if message not in self._errors_shown:
+            self._errors_shown.add(message)
+            self.window_show_message(types.ShowMessageParams(type=kind, message=f"vLLM Ghost: {message}"))
+
+    def publish_status(self, status: Status) -> None:
+        self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
+        self._update_progress(status)
+        if status.state == "error":
+            self.show_once(status.message)
+        elif status.state == "ready":
+            self.log_line(f"backend ready: {status.detail}", types.MessageType.Info)
+
+    def _update_progress(self, status: Status) -> None:
+        """Work-done progress while the model loads (minutes for a 30B model)."""
+        if status.state in ("starting", "loading"):
+            if self._progress is None:
+                self._progress = f"vllm-ghost-{uuid.uuid4()}"
+                with contextlib.suppress(Exception):
+                    self.work_done_progress.create(self._progress)
+                self.work_done_progress.begin(self._progress, types.WorkDoneProgressBegin(
+                    title="vLLM Ghost", message=status.message, cancellable=False))
+            else:
+                self.work_done_progress.report(self._progress, types.WorkDoneProgressReport(message=status.message))
+        elif self._progress is not None:
+            self.work_done_progress.end(self._progress, types.WorkDoneProgressEnd(message=status.message))
+            self._progress = None
+
+    # --- settings and backend ---------------------------------------------------------------
+    def apply_settings(self, raw: object) -> bool:
+        """Merge new settings; True when the backend must restart for them."""
+        old = self.settings
+        self.settings, problems = parse_settings(raw, base=Settings())
+        for problem in problems:
+            self.show_once(problem, types.MessageType.Warning)
+        self.log_line(f"settings: {redacted(self.settings)}")
+        return (old.backend, old.model, old.vllm) != (self.settings.backend, self.settings.model, self.settings.vllm)
+
+    def start_backend(self, restart: bool = False) -> None:
+        async def run() -> None:
+            try:
+                if restart:
+                    await self.backend.restart(self.settings)
+                else:
+                    await self.backend.start(self.settings)
+            except Exception as err:
+                log.exception("backend start failed")
+                self.publish_status(Status("error", f"backend failed to start: {err}"))
+
+        self._backend_task = asyncio.get_running_loop().create_task(run())
+
+    # --- completion -------------------------------------------------------------------------
+    async def complete(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        empty = types.InlineCompletionList(items=[])
+        entry = self.documents.get(params.text_document.uri)
+        settings = self.settings
+        if entry is None or not settings.completion.enabled:
+            return empty
+        buffer, language = entry
+        if language in settings.completion.disabled_languages:
+            return empty
+        offset = buffer.offset_at(params.position.line, params.position.character)
+        request = pipeline.Request(text=buffer.text, offset=offset, language=language)
+        try:
+            completion = await asyncio.wait_for(
+                pipeline.complete(request, settings, self.backend.generate, self.backend.max_model_len),
+                settings.completion.timeout_ms / 1000,
+            )
+        except BackendUnavailable:
+            return empty
+        except TimeoutError:
+            self.log_line(f"completion timed out after {settings.completion.timeout_ms} ms "
+                          "(vllmGhost.completion.timeoutMs)", types.MessageType.Warning)
+            return empty
+        except BackendError as err:
+            self.show_once(str(err), types.MessageType.Warning)
+            return empty
+        if completion is None:
+            return empty
+        return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
+
+    def _item(self, buffer: TextBuffer, offset: int, completion: Completion) -> types.InlineCompletionItem:
+        line, character = buffer.position_at(offset)
+        end_line, end_character = buffer.position_at(offset + completion.replace_chars)
+        return types.InlineCompletionItem(
+            insert_text=completion.text,
+            range=types.Range(start=types.Position(line=line, character=character),
+                              end=types.Position(line=end_line, character=end_character)),
+        )
+
+    def status_object(self) -> dict[str, Any]:
+        status = self.backend.status.to_wire()
+        status["version"] = __version__
+        status["settings"] = redacted(self.settings)
+        return status
+
+
+server = GhostServer()
+
+
+@server.feature(types.INITIALIZE)
+def on_initialize(ls: GhostServer, params: types.InitializeParams) -> None:
+    general = params.capabilities.general
+    encodings = (general.position_encodings if general else None) or []
+    # pygls picks the encoding it negotiated; mirror it for our buffers.
+    chosen = ls.server_capabilities.position_encoding if ls.server_capabilities else None
+    ls.encoding = str(chosen or (encodings[0] if encodings else "utf-16"))
+    ls.apply_settings(params.initialization_options)
+
+
+@server.feature(types.INITIALIZED)
+def on_initialized(ls: GhostServer, params: types.InitializedParams) -> None:
+    ls.start_backend()
+
+
+@server.feature(types.SHUTDOWN)
+async def on_shutdown(ls: GhostServer, params: None) -> None:
+    await ls.backend.stop()
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def on_configuration(ls: GhostServer, params: types.DidChangeConfigurationParams) -> None:
+    if params.settings is None:
+        return
+    if ls.apply_settings(params.settings):
+        ls.start_backend(restart=True)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def on_open(ls: GhostServer, params: types.DidOpenTextDocumentParams) -> None:
+    doc = params.text_document
+    ls.documents[doc.uri] = (TextBuffer(doc.text, ls.encoding), doc.language_id)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def on_change(ls: GhostServer, params: types.DidChangeTextDocumentParams) -> None:
+    entry = ls.documents.get(params.text_document.uri)
+    if entry is None:
+        return
+    buffer = entry[0]
+    for change in params.content_changes:
+        if isinstance(change, types.TextDocumentContentChangePartial):
+            start, end = change.range.start, change.range.end
+            buffer.replace((start.line, start.character), (end.line, end.character), change.text)
+        else:
+            buffer.set_text(change.text)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def on_close(ls: GhostServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.documents.pop(params.text_document.uri, None)
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def on_inline_completion(ls: GhostServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    return await ls.complete(params)
+
+
+@server.command(CMD_RESTART_MODEL)
+async def restart_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    await ls.backend.restart(ls.settings)
+    return ls.status_object()
+
+
+@server.command(CMD_STATUS)
+def status(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    return ls.status_object()

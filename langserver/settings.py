@@ -1,0 +1,208 @@
+"""Typed settings: one schema for initializationOptions, didChangeConfiguration and the CLI.
+
+The wire format is the nested camelCase object VS Code sends
+(`{"backend": {...}, "model": {...}, "vllm": {...}, "completion": {...}}`).
+A bad value never stops the server: it falls back to the default and the
+key is reported, so the user can fix exactly that setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+BackendMode = Literal["managed", "external"]
+PromptFormat = Literal["chat-fim", "raw-fim"]
+Multiline = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    mode: BackendMode = "managed"
+    url: str = "http://127.0.0.1:30000/v1"
+    api_key: str = ""
+    # Name of an environment variable holding the external key (teams keep keys out of settings).
+    api_key_env: str = ""
+    ca_bundle: str = ""
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str = "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8"
+    name: str = "qwen3-coder-flash"
+    prompt_format: PromptFormat = "chat-fim"
+
+
+# The seed's command line, modernised: `--max-seq-len-to-capture` is gone from vLLM
+# and VLLM_ATTENTION_BACKEND is ignored; tool calling stays so Continue's agent works.
+DEFAULT_VLLM_ARGS: tuple[str, ...] = (
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "qwen3_coder",
+)
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    command: tuple[str, ...] = ("vllm", "serve")
+    args: tuple[str, ...] = DEFAULT_VLLM_ARGS
+    env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 0
+    startup_timeout_s: float = 1800.0
+    keep_alive: bool = False
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    enabled: bool = True
+    max_tokens: int = 128
+    temperature: float = 0.0
+    multiline: Multiline = "auto"
+    debounce_ms: int = -1  # -1 = adaptive to the typing rate
+    context_tokens: int = 2048
+    context_chars: int = 0  # 0 = derive from context_tokens
+    timeout_ms: int = 10000
+    disabled_languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    vllm: VllmSettings = field(default_factory=VllmSettings)
+    completion: CompletionSettings = field(default_factory=CompletionSettings)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "vllm.port": (0, 65535),
+    "vllm.startupTimeoutS": (1, 86400),
+    "completion.maxTokens": (1, 8192),
+    "completion.temperature": (0, 2),
+    "completion.debounceMs": (-1, 5000),
+    "completion.contextTokens": (64, 1_000_000),
+    "completion.contextChars": (0, 10_000_000),
+    "completion.timeoutMs": (100, 600_000),
+}
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def parse_settings(raw: object, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Merge `raw` (camelCase nested dict) over `base`; return settings and one message per bad key."""
+    base = base or Settings()
+    problems: list[str] = []
+    if raw is None:
+        return base, problems
+    if not isinstance(raw, dict):
+        return base, [f"vllmGhost settings: expected an object, got {type(raw).__name__}; using defaults"]
+    # VS Code sends the section's content; accept the section wrapped too.
+    if set(raw) == {"vllmGhost"} and isinstance(raw["vllmGhost"], dict):
+        raw = raw["vllmGhost"]
+    sections: dict[str, Any] = {}
+    for section in fields(Settings):
+        current = getattr(base, section.name)
+        value = raw.get(section.name)
+        if value is None:
+            sections[section.name] = current
+        elif not isinstance(value, dict):
+            problems.append(f"vllmGhost.{section.name}: expected an object; using defaults")
+            sections[section.name] = current
+        else:
+            sections[section.name] = _merge_section(section.name, current, value, problems)
+    for key in raw:
+        if key not in sections:
+            problems.append(f"vllmGhost.{key}: unknown setting, ignored")
+    return Settings(**sections), problems
+
+
+def _merge_section(section: str, current: Any, raw: dict[str, Any], problems: list[str]) -> Any:
+    hints = get_type_hints(type(current))
+    known = {camel(f.name): f.name for f in fields(current)}
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{section}.{key}"
+        if key not in known:
+            problems.append(f"vllmGhost.{path}: unknown setting, ignored")
+            continue
+        attr = known[key]
+        try:
+            changes[attr] = _coerce(path, hints[attr], value)
+        except SettingsError as err:
+            default = getattr(current, attr)
+            problems.append(f"vllmGhost.{path}: {err}; using {default!r}")
+    return dataclasses.replace(current, **changes)
+
+
+def _coerce(path: str, hint: Any, value: Any) -> Any:
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise SettingsError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(f"must be a number, got {value!r}")
+        if hint is int and value != int(value):
+            raise SettingsError(f"must be a whole number, got {value!r}")
+        low, high = _RANGES.get(path, (-sys.float_info.max, sys.float_info.max))
+        if not low <= value <= high:
+            raise SettingsError(f"must be between {low:g} and {high:g}, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"must be a list of strings, got {value!r}")
+        if path == "vllm.command" and not value:
+            raise SettingsError("must not be empty")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise SettingsError(f"must be an object of strings, got {value!r}")
+        return dict(value)
+    raise SettingsError(f"unsupported type {hint!r}")  # pragma: no cover - schema bug
+
+
+def to_wire(settings: Settings) -> dict[str, Any]:
+    """The camelCase nested dict (for `vllmGhost.status` and the CLI's --print-settings)."""
+
+    def convert(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {camel(f.name): convert(getattr(obj, f.name)) for f in fields(obj)}
+        if isinstance(obj, tuple):
+            return list(obj)
+        return obj
+
+    result: dict[str, Any] = convert(settings)
+    return result
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings safe to log or show: secrets replaced."""
+    wire = to_wire(settings)
+    if wire["backend"]["apiKey"]:
+        wire["backend"]["apiKey"] = "***"
+    return wire
