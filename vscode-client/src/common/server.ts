@@ -1,0 +1,280 @@
+// The language server's lifecycle: resolve the command, start the client over stdio with the
+// settings, forward configuration, restart, and turn failures into one message with the fix.
+import * as vscode from 'vscode';
+import {
+  CloseAction,
+  CloseHandlerResult,
+  DidChangeConfigurationNotification,
+  DynamicFeature,
+  ErrorAction,
+  ErrorHandlerResult,
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerOptions,
+  State,
+  StaticFeature,
+  TransportKind,
+  WorkDoneProgress,
+  WorkDoneProgressCreateRequest,
+} from 'vscode-languageclient/node';
+import * as readline from 'readline';
+import { logError, logInfo } from './log';
+import { isRunnable, selectedInterpreter, which } from './python';
+import {
+  SECTION,
+  ServerCommand,
+  describeCommand,
+  missingServerMessage,
+  resolveServerCommand,
+  toServerSettings,
+} from './settings';
+import { parseStatus, progressText } from './status';
+import { StatusBar } from './statusBar';
+
+export const STATUS_NOTIFICATION = 'vllmGhost/status';
+export const SERVER_RESTART_MODEL = 'vllmGhost.restartModel';
+export const SERVER_STATUS = 'vllmGhost.status';
+const STOP_TIMEOUT_MS = 20000;
+const MAX_CRASHES = 3;
+const CRASH_WINDOW_MS = 3 * 60 * 1000;
+
+class GhostLanguageClient extends LanguageClient {
+  // The palette commands call the server's commands themselves: the built-in feature would
+  // register `vllmGhost.restartModel` a second time, and only while a server runs.
+  public override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
+    if ('registrationType' in feature && feature.registrationType.method === ExecuteCommandRequest.method) {
+      return;
+    }
+    super.registerFeature(feature);
+  }
+
+  // Failures get one message of ours with the fix, not the library's generic pop-ups; it still logs.
+  public override error(message: string, data?: unknown, _showNotification?: boolean | 'force'): void {
+    super.error(message, data, false);
+  }
+}
+
+export class ServerManager implements vscode.Disposable {
+  private client: GhostLanguageClient | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private stderrTail: string[] = [];
+  private crashes: number[] = [];
+  private running = false;
+  private readonly notified = new Set<string>();
+
+  constructor(
+    private readonly log: vscode.LogOutputChannel,
+    private readonly statusBar: StatusBar,
+    private readonly settingKeys: readonly string[],
+  ) {}
+
+  /** Start, stop and restart run one at a time, in call order. */
+  private serialize(task: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(task, task);
+    return this.queue;
+  }
+
+  start(): Promise<void> {
+    return this.serialize(() => this.doStart());
+  }
+
+  stop(timeoutMs = STOP_TIMEOUT_MS): Promise<void> {
+    return this.serialize(() => this.doStop(timeoutMs));
+  }
+
+  restart(): Promise<void> {
+    return this.serialize(async () => {
+      logInfo('restarting the language server');
+      await this.doStop(STOP_TIMEOUT_MS);
+      await this.doStart();
+    });
+  }
+
+  /** Ask the server to restart vLLM; the status bar follows its notifications. */
+  async restartModel(): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      logInfo('Restart Model: the language server is not running; restarting it');
+      return this.restart();
+    }
+    logInfo('asking the server to restart the model');
+    try {
+      const result = await client.sendRequest(ExecuteCommandRequest.type, { command: SERVER_RESTART_MODEL, arguments: [] });
+      this.statusBar.setStatus(parseStatus(result));
+    } catch (err) {
+      logError(`Restart Model failed: ${errorText(err)}`);
+      void vscode.window.showErrorMessage(`vLLM Ghost: Restart Model failed: ${errorText(err)}`);
+    }
+  }
+
+  /** Send the current `vllmGhost.*` settings (without `server.*`) to the running server. */
+  sendSettings(): void {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return;
+    }
+    void client
+      .sendNotification(DidChangeConfigurationNotification.type, { settings: this.serverSettings() })
+      .catch(err => logError(`could not send settings: ${errorText(err)}`));
+  }
+
+  private serverSettings(): ReturnType<typeof toServerSettings> {
+    const config = vscode.workspace.getConfiguration(SECTION);
+    return toServerSettings(key => config.get(key), this.settingKeys);
+  }
+
+  private async resolveCommand(): Promise<ServerCommand | undefined> {
+    const configured = vscode.workspace.getConfiguration(SECTION).get<unknown>('server.command');
+    const explicit = Array.isArray(configured) && configured.length > 0;
+    const interpreter = explicit || which('vllm-ghost') ? undefined : await selectedInterpreter();
+    return resolveServerCommand(configured, { which, interpreter });
+  }
+
+  private async doStart(): Promise<void> {
+    this.running = false;
+    this.stderrTail = [];
+    this.statusBar.setStatus({ state: 'starting', message: 'Starting the language server', detail: {} });
+    const command = await this.resolveCommand();
+    if (!command) {
+      this.fail('the language server was not found (no `vllm-ghost` on PATH and no Python interpreter selected).');
+      return;
+    }
+    if (!isRunnable(command.command)) {
+      this.fail(`the server command \`${describeCommand(command)}\` cannot be run: \`${command.command}\` was not found.`);
+      return;
+    }
+    logInfo(`starting the language server (${command.source}): ${describeCommand(command)}`);
+    const serverOptions: ServerOptions = {
+      command: command.command,
+      args: command.args,
+      transport: TransportKind.stdio,
+      options: { env: { ...process.env, PYTHONUNBUFFERED: '1' } },
+    };
+    const clientOptions: LanguageClientOptions = {
+      documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+      initializationOptions: this.serverSettings(),
+      outputChannel: this.log,
+      initializationFailedHandler: () => false,
+      errorHandler: {
+        error: (_error, _message, count): ErrorHandlerResult => ({
+          action: (count ?? 0) <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,
+          handled: true,
+        }),
+        closed: (): CloseHandlerResult => this.onClosed(),
+      },
+      stdioOptions: {
+        stdout: (input, channel) => this.pipe(input, line => channel.info(line)),
+        stderr: (input, channel) =>
+          this.pipe(input, line => {
+            channel.warn(`[server stderr] ${line}`);
+            this.stderrTail.push(line);
+            this.stderrTail.splice(0, Math.max(0, this.stderrTail.length - 20));
+          }),
+      },
+    };
+    const client = new GhostLanguageClient('vllmGhost', 'vLLM Ghost', serverOptions, clientOptions);
+    this.client = client;
+    client.onNotification(STATUS_NOTIFICATION, raw => this.statusBar.setStatus(parseStatus(raw)));
+    client.onDidChangeState(event => {
+      if (event.newState === State.Running) {
+        this.onRunning(client);
+      }
+    });
+    try {
+      await client.start();
+    } catch (err) {
+      if (this.client === client) {
+        this.client = undefined;
+      }
+      await client.dispose(2000).catch(() => undefined);
+      const tail = this.stderrTail.slice(-3).join(' | ');
+      this.fail(`the language server \`${describeCommand(command)}\` failed to start (${errorText(err)})${tail ? ': ' + tail : ''}.`);
+    }
+  }
+
+  /** After every (re)start: our own progress display and a fresh status. */
+  private onRunning(client: GhostLanguageClient): void {
+    this.running = true;
+    this.notified.clear();
+    // Work-done progress from the server drives the status bar item (one spinner, not two).
+    client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
+      const subscription = client.onProgress(WorkDoneProgress.type, token, value => {
+        this.statusBar.setProgress(progressText(value));
+        if (value.kind === 'end') {
+          subscription.dispose();
+        }
+      });
+    });
+    client
+      .sendRequest(ExecuteCommandRequest.type, { command: SERVER_STATUS, arguments: [] })
+      .then(result => {
+        if (this.client === client) {
+          this.statusBar.setStatus(parseStatus(result));
+        }
+      })
+      .catch(err => logError(`status request failed: ${errorText(err)}`));
+  }
+
+  private onClosed(): CloseHandlerResult {
+    if (!this.running) {
+      // Never got going: start() rejects and reports.
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
+    this.running = false;
+    const now = Date.now();
+    this.crashes = [...this.crashes.filter(time => now - time < CRASH_WINDOW_MS), now];
+    const tail = this.stderrTail.slice(-3).join(' | ');
+    if (this.crashes.length > MAX_CRASHES) {
+      this.fail(`the language server crashed ${this.crashes.length} times in 3 minutes and was not restarted${tail ? ': ' + tail : ''}.`);
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
+    logError(`the language server exited; restarting it${tail ? ' (last output: ' + tail + ')' : ''}`);
+    this.statusBar.setStatus({ state: 'starting', message: 'The language server exited; restarting it', detail: {} });
+    return { action: CloseAction.Restart, handled: true };
+  }
+
+  private fail(reason: string): void {
+    logError(reason);
+    this.statusBar.setStatus({ state: 'error', message: reason.replace(/`/g, ''), detail: { lastLines: this.stderrTail.slice(-5) } });
+    const message = missingServerMessage(reason);
+    if (this.notified.has(message)) {
+      return;
+    }
+    this.notified.add(message);
+    void vscode.window.showErrorMessage(message, 'Open Setting', 'Show Log').then(choice => {
+      if (choice === 'Open Setting') {
+        void vscode.commands.executeCommand('workbench.action.openSettings', `${SECTION}.server.command`);
+      } else if (choice === 'Show Log') {
+        this.log.show(true);
+      }
+    });
+  }
+
+  private pipe(input: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+    readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on('line', onLine);
+  }
+
+  private async doStop(timeoutMs: number): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    this.running = false;
+    if (!client) {
+      return;
+    }
+    try {
+      await client.dispose(timeoutMs);
+    } catch (err) {
+      logError(`stopping the language server: ${errorText(err)}`);
+    }
+    this.statusBar.setStatus({ state: 'stopped', message: 'Language server stopped', detail: {} });
+  }
+
+  dispose(): void {
+    void this.stop(4000);
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,112 @@
+// Settings: VS Code's flat `vllmGhost.*` keys -> the nested object the language server reads.
+//
+// Pure (no `vscode` import) so node's test runner covers it. The keys come from
+// package.json's `contributes.configuration`, the one list of settings on this side;
+// the server's schema is `langserver/settings.py` (a pytest test keeps the two equal).
+
+export const SECTION = 'vllmGhost';
+/** The sections the language server knows; everything else (`server.*`) stays in the client. */
+export const SERVER_SECTIONS = ['backend', 'model', 'vllm', 'completion'] as const;
+export type ServerSection = (typeof SERVER_SECTIONS)[number];
+export type ServerSettings = Record<ServerSection, Record<string, unknown>>;
+
+interface PackageJsonLike {
+  contributes?: { configuration?: { properties?: Record<string, unknown> } | { properties?: Record<string, unknown> }[] };
+}
+
+/** Keys below `vllmGhost.` declared by package.json, e.g. `completion.maxTokens`, `server.command`. */
+export function settingKeys(packageJson: PackageJsonLike): string[] {
+  const configuration = packageJson.contributes?.configuration;
+  const blocks = Array.isArray(configuration) ? configuration : configuration ? [configuration] : [];
+  const keys: string[] = [];
+  for (const block of blocks) {
+    for (const name of Object.keys(block.properties ?? {})) {
+      if (name.startsWith(SECTION + '.')) {
+        keys.push(name.slice(SECTION.length + 1));
+      }
+    }
+  }
+  return keys;
+}
+
+/**
+ * The server's settings object: `{backend: {...}, model: {...}, vllm: {...}, completion: {...}}`.
+ * `get` reads one key below `vllmGhost.` (VS Code's `WorkspaceConfiguration.get`, defaults included).
+ * Client-only keys (`server.*`) are never sent.
+ */
+export function toServerSettings(get: (key: string) => unknown, keys: readonly string[]): ServerSettings {
+  const result: ServerSettings = { backend: {}, model: {}, vllm: {}, completion: {} };
+  for (const key of keys) {
+    const dot = key.indexOf('.');
+    if (dot < 0) {
+      continue;
+    }
+    const section = key.slice(0, dot);
+    const name = key.slice(dot + 1);
+    if (!isServerSection(section) || name.includes('.')) {
+      continue;
+    }
+    const value = get(key);
+    if (value !== undefined && value !== null) {
+      result[section][name] = copy(value);
+    }
+  }
+  return result;
+}
+
+function isServerSection(section: string): section is ServerSection {
+  return (SERVER_SECTIONS as readonly string[]).includes(section);
+}
+
+/** VS Code hands out frozen proxies; the server gets plain JSON. */
+function copy(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value)) as unknown;
+}
+
+export interface ServerCommand {
+  command: string;
+  args: string[];
+  /** Where it came from, for the log and the error message. */
+  source: 'setting' | 'path' | 'python-extension';
+}
+
+export interface CommandLookup {
+  /** Absolute path of an executable on PATH, or undefined. */
+  which: (name: string) => string | undefined;
+  /** The Python extension's selected interpreter, or undefined. */
+  interpreter?: string;
+}
+
+/**
+ * How to start the language server: `vllmGhost.server.command` when set, else `vllm-ghost lsp`
+ * on PATH, else the Python extension's interpreter with `-m langserver`.
+ */
+export function resolveServerCommand(configured: unknown, lookup: CommandLookup): ServerCommand | undefined {
+  if (Array.isArray(configured) && configured.length > 0 && configured.every(part => typeof part === 'string')) {
+    const [command, ...args] = configured as string[];
+    if (command.trim() !== '') {
+      return { command, args, source: 'setting' };
+    }
+  }
+  const onPath = lookup.which('vllm-ghost');
+  if (onPath) {
+    return { command: onPath, args: ['lsp'], source: 'path' };
+  }
+  if (lookup.interpreter) {
+    return { command: lookup.interpreter, args: ['-m', 'langserver'], source: 'python-extension' };
+  }
+  return undefined;
+}
+
+export function describeCommand(command: ServerCommand): string {
+  return [command.command, ...command.args].map(part => (/[\s"']/.test(part) ? JSON.stringify(part) : part)).join(' ');
+}
+
+/** The one message shown when the server cannot be started, with the fix. */
+export function missingServerMessage(reason: string): string {
+  return (
+    `vLLM Ghost: ${reason} Install the language server with \`pip install vllm-ghost\` ` +
+    "(`pip install 'vllm-ghost[gpu]'` to get vLLM too), then set vllmGhost.server.command to its " +
+    'argv, e.g. ["/path/to/venv/bin/vllm-ghost", "lsp"], or select that environment in the Python extension.'
+  );
+}

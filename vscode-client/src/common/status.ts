@@ -1,0 +1,132 @@
+// What the status bar shows, from the server's `vllmGhost/status` notifications and the client's
+// own view (server process starting, server missing, completions toggled off).
+//
+// Pure (no `vscode` import) so node's test runner covers it.
+
+export const STATES = ['starting', 'loading', 'ready', 'error', 'stopped', 'disabled'] as const;
+export type State = (typeof STATES)[number];
+
+export interface Status {
+  state: State;
+  message: string;
+  detail: Record<string, unknown>;
+}
+
+export type Severity = 'normal' | 'warning' | 'error';
+
+export interface View {
+  /** Status bar text with codicons. */
+  text: string;
+  tooltip: string;
+  /** Accessible label, also what the end-to-end test waits for: `vLLM Ghost: <state>`. */
+  label: string;
+  severity: Severity;
+}
+
+export const NAME = 'vLLM Ghost';
+
+/** Validate a `vllmGhost/status` payload; anything malformed becomes an error status saying so. */
+export function parseStatus(raw: unknown): Status {
+  if (typeof raw !== 'object' || raw === null) {
+    return { state: 'error', message: `malformed status notification: ${JSON.stringify(raw)}`, detail: {} };
+  }
+  const record = raw as Record<string, unknown>;
+  const state = record.state;
+  if (typeof state !== 'string' || !(STATES as readonly string[]).includes(state)) {
+    return { state: 'error', message: `unknown server state ${JSON.stringify(state)}`, detail: {} };
+  }
+  const message = typeof record.message === 'string' ? record.message : '';
+  const detail =
+    typeof record.detail === 'object' && record.detail !== null && !Array.isArray(record.detail)
+      ? (record.detail as Record<string, unknown>)
+      : {};
+  return { state: state as State, message, detail };
+}
+
+const ICONS: Record<State, string> = {
+  starting: '$(loading~spin)',
+  loading: '$(loading~spin)',
+  ready: '$(check)',
+  error: '$(error)',
+  stopped: '$(debug-stop)',
+  disabled: '$(circle-slash)',
+};
+
+const TITLES: Record<State, string> = {
+  starting: 'starting',
+  loading: 'loading the model',
+  ready: 'ready',
+  error: 'error',
+  stopped: 'stopped',
+  disabled: 'completions off',
+};
+
+export interface PresentOptions {
+  /** `vllmGhost.completion.enabled`; when false the item says so whatever the backend does. */
+  completionsEnabled: boolean;
+  /** The latest work-done progress message or percentage while loading. */
+  progress?: string;
+}
+
+/** Status bar text, tooltip and colour for a status. */
+export function present(status: Status, options: PresentOptions): View {
+  const state: State = !options.completionsEnabled && status.state !== 'error' ? 'disabled' : status.state;
+  let text = `${ICONS[state]} ${NAME}`;
+  if (state === 'loading' || state === 'starting') {
+    const progress = options.progress || status.message;
+    text += progress ? `: ${shorten(progress, 40)}` : '';
+  } else if (state === 'stopped' || state === 'disabled') {
+    text += state === 'disabled' ? ': off' : ': stopped';
+  }
+  const lines = [`${NAME}: ${TITLES[state]}`];
+  if (status.message && status.message !== TITLES[state]) {
+    lines.push(status.message);
+  }
+  if (!options.completionsEnabled) {
+    lines.push(`Backend: ${status.state}`);
+  }
+  const model = status.detail.model;
+  if (typeof model === 'string' && model) {
+    lines.push(`Model: ${model}`);
+  }
+  const url = status.detail.url;
+  if (typeof url === 'string' && url) {
+    lines.push(`Endpoint: ${url}`);
+  }
+  const seconds = status.detail.startupSeconds;
+  if (typeof seconds === 'number') {
+    lines.push(`Started in ${seconds.toFixed(1)} s`);
+  }
+  const lastLines = status.detail.lastLines;
+  if (state === 'error' && Array.isArray(lastLines) && lastLines.length > 0) {
+    lines.push('', ...lastLines.slice(-5).map(line => String(line)));
+  }
+  lines.push('', 'Click for vLLM Ghost commands');
+  const severity: Severity = state === 'error' ? 'error' : state === 'stopped' ? 'warning' : 'normal';
+  return { text, tooltip: lines.join('\n'), label: `${NAME}: ${state}`, severity };
+}
+
+function shorten(text: string, max: number): string {
+  return text.length <= max ? text : text.slice(0, max - 1) + '…';
+}
+
+/** A work-done progress value (begin/report/end) as one short string, or undefined at the end. */
+export function progressText(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) {
+    return undefined;
+  }
+  const record = value as Record<string, unknown>;
+  if (record.kind === 'end') {
+    return undefined;
+  }
+  const parts: string[] = [];
+  if (typeof record.message === 'string' && record.message) {
+    parts.push(record.message);
+  } else if (typeof record.title === 'string' && record.title) {
+    parts.push(record.title);
+  }
+  if (typeof record.percentage === 'number') {
+    parts.push(`${Math.round(record.percentage)}%`);
+  }
+  return parts.length ? parts.join(' ') : undefined;
+}

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Status, parseStatus, present, progressText } from '../common/status';
+
+const on = { completionsEnabled: true };
+
+describe('parseStatus', () => {
+  it('accepts the server notification', () => {
+    const status = parseStatus({ state: 'ready', message: 'tiny ready', detail: { model: 'tiny', startupSeconds: 31.5 } });
+    assert.deepEqual(status, { state: 'ready', message: 'tiny ready', detail: { model: 'tiny', startupSeconds: 31.5 } });
+  });
+
+  it('fills in a missing message and detail', () => {
+    assert.deepEqual(parseStatus({ state: 'stopped' }), { state: 'stopped', message: '', detail: {} });
+    assert.deepEqual(parseStatus({ state: 'loading', message: 3, detail: [1] }), { state: 'loading', message: '', detail: {} });
+  });
+
+  it('turns malformed payloads into an error status that says so', () => {
+    assert.equal(parseStatus(null).state, 'error');
+    assert.equal(parseStatus('ready').state, 'error');
+    const unknown = parseStatus({ state: 'sleeping' });
+    assert.equal(unknown.state, 'error');
+    assert.match(unknown.message, /sleeping/);
+  });
+});
+
+describe('present', () => {
+  const status = (state: Status['state'], message = '', detail: Record<string, unknown> = {}): Status => ({ state, message, detail });
+
+  it('labels every state for screen readers and the end-to-end test', () => {
+    for (const state of ['starting', 'loading', 'ready', 'error', 'stopped', 'disabled'] as const) {
+      assert.equal(present(status(state), on).label, `vLLM Ghost: ${state}`);
+    }
+  });
+
+  it('spins with the message or progress while starting and loading', () => {
+    const view = present(status('loading', 'Loading tiny (12 s)'), on);
+    assert.equal(view.text, '$(loading~spin) vLLM Ghost: Loading tiny (12 s)');
+    assert.equal(present(status('loading', 'Loading tiny'), { ...on, progress: 'Loading tiny 40%' }).text, '$(loading~spin) vLLM Ghost: Loading tiny 40%');
+    assert.ok(present(status('starting', 'x'.repeat(100)), on).text.length < 70);
+  });
+
+  it('shows ready with the model in the tooltip', () => {
+    const view = present(status('ready', 'tiny ready', { model: 'tiny', url: 'http://127.0.0.1:41234/v1', startupSeconds: 30.25 }), on);
+    assert.equal(view.text, '$(check) vLLM Ghost');
+    assert.equal(view.severity, 'normal');
+    assert.match(view.tooltip, /Model: tiny/);
+    assert.match(view.tooltip, /Endpoint: http:\/\/127\.0\.0\.1:41234\/v1/);
+    assert.match(view.tooltip, /Started in 30\.3 s/);
+  });
+
+  it("shows errors in red with the server's message and last output lines", () => {
+    const view = present(status('error', 'vLLM exited unexpectedly (code 1)', { lastLines: ['a', 'CUDA out of memory'] }), on);
+    assert.equal(view.severity, 'error');
+    assert.equal(view.text, '$(error) vLLM Ghost');
+    assert.match(view.tooltip, /vLLM exited unexpectedly \(code 1\)/);
+    assert.match(view.tooltip, /CUDA out of memory/);
+  });
+
+  it('says off when completions are disabled, but still shows errors', () => {
+    const off = { completionsEnabled: false };
+    const view = present(status('ready', 'tiny ready'), off);
+    assert.equal(view.label, 'vLLM Ghost: disabled');
+    assert.equal(view.text, '$(circle-slash) vLLM Ghost: off');
+    assert.match(view.tooltip, /Backend: ready/);
+    assert.equal(present(status('error', 'boom'), off).label, 'vLLM Ghost: error');
+  });
+
+  it('warns when stopped', () => {
+    const view = present(status('stopped', 'vLLM stopped'), on);
+    assert.equal(view.severity, 'warning');
+    assert.equal(view.text, '$(debug-stop) vLLM Ghost: stopped');
+  });
+});
+
+describe('progressText', () => {
+  it('summarises work-done progress values', () => {
+    assert.equal(progressText({ kind: 'begin', title: 'vLLM Ghost', message: 'Starting vLLM' }), 'Starting vLLM');
+    assert.equal(progressText({ kind: 'report', message: 'Loading', percentage: 41.6 }), 'Loading 42%');
+    assert.equal(progressText({ kind: 'begin', title: 'vLLM Ghost' }), 'vLLM Ghost');
+    assert.equal(progressText({ kind: 'end', message: 'done' }), undefined);
+    assert.equal(progressText(undefined), undefined);
+  });
+});
