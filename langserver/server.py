@@ -55,8 +55,9 @@ class GhostServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=f"vLLM Ghost: {message}"))
 
     def publish_status(self, status: Status) -> None:
-        self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
+        # Progress first: a client that acts on "ready" finds the progress ended.
         self._update_progress(status)
+        self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
         if status.state == "error":
             self.show_once(status.message)
         elif status.state == "ready":
@@ -85,7 +86,7 @@ class GhostServer(LanguageServer):
         for problem in problems:
             self.show_once(problem, types.MessageType.Warning)
         self.log_line(f"settings: {redacted(self.settings)}")
-        return (old.backend, old.model, old.vllm) != (self.settings.backend, self.settings.model, self.settings.vllm)
+        return backend_identity(old) != backend_identity(self.settings)
 
     def start_backend(self, restart: bool = False) -> None:
         async def run() -> None:
@@ -146,16 +147,19 @@ class GhostServer(LanguageServer):
         return status
 
 
+def backend_identity(settings: Settings) -> tuple[object, ...]:
+    """What a backend restart is needed for (the prompt format and completion knobs are not)."""
+    return (settings.backend, settings.model.path, settings.model.name, settings.vllm)
+
+
 server = GhostServer()
 
 
 @server.feature(types.INITIALIZE)
 def on_initialize(ls: GhostServer, params: types.InitializeParams) -> None:
-    general = params.capabilities.general
-    encodings = (general.position_encodings if general else None) or []
-    # pygls picks the encoding it negotiated; mirror it for our buffers.
-    chosen = ls.server_capabilities.position_encoding if ls.server_capabilities else None
-    ls.encoding = str(chosen or (encodings[0] if encodings else "utf-16"))
+    # pygls negotiates the encoding before calling us; buffers count in the same units.
+    encoding = ls.workspace.position_encoding or "utf-16"
+    ls.encoding = str(getattr(encoding, "value", encoding))
     ls.apply_settings(params.initialization_options)
 
 

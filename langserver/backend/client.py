@@ -36,6 +36,8 @@ class BackendClient:
             verify=endpoint.verify,
             timeout=timeout_s,
         )
+        # Ids of the stop tokens in this model's vocabulary, when the server can tell.
+        self.stop_token_ids: list[int] = []
         self._openai = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key or "EMPTY",
@@ -49,6 +51,8 @@ class BackendClient:
     async def stream(self, request: PromptRequest) -> AsyncIterator[str]:
         """Yield text deltas; closing the generator closes the HTTP stream."""
         body = dict(request.body)
+        if self.stop_token_ids:
+            body["stop_token_ids"] = self.stop_token_ids
         common = {
             key: body.pop(key)
             for key in ("max_tokens", "temperature", "top_p", "presence_penalty",
@@ -96,6 +100,23 @@ class BackendClient:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
         return "".join(parts)
+
+    async def resolve_stop_tokens(self, tokens: tuple[str, ...]) -> list[int]:
+        """Map stop tokens to ids with vLLM's /tokenize (no key needed); [] where unsupported."""
+        root = self.endpoint.base_url.removesuffix("/").removesuffix("/v1")
+        ids: list[int] = []
+        for token in tokens:
+            try:
+                response = await self._http.post(root + "/tokenize", json={
+                    "model": self.endpoint.model, "prompt": token, "add_special_tokens": False},
+                    headers={"Authorization": f"Bearer {self.endpoint.api_key}"})
+                found = response.json().get("tokens", []) if response.status_code == 200 else []
+            except Exception:  # not vLLM, or no /tokenize: stop strings still work
+                return []
+            if len(found) == 1:
+                ids.append(int(found[0]))
+        self.stop_token_ids = ids
+        return ids
 
     async def model_info(self) -> dict[str, Any]:
         """The served model's entry from /v1/models (vLLM adds max_model_len)."""

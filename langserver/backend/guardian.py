@@ -11,6 +11,7 @@ Usage: python -m langserver.backend.guardian VLLM_ARGV...
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -84,8 +85,11 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, on_signal)
 
     def watch_stdin() -> None:
-        while sys.stdin.buffer.read(4096):
-            pass
+        # os.read, not sys.stdin: a daemon thread blocked in a buffered read
+        # aborts the interpreter at exit.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()

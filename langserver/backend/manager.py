@@ -11,7 +11,7 @@ from collections.abc import Callable
 from langserver.backend.client import BackendClient, BackendError, Endpoint
 from langserver.backend.status import Status
 from langserver.backend.vllm import LogCallback, ManagedVllm
-from langserver.completion.prompt import PromptRequest
+from langserver.completion.prompt import STOP_TOKENS, PromptRequest
 from langserver.settings import Settings
 
 
@@ -68,8 +68,10 @@ class BackendManager:
         assert self.client is not None
         detail: dict[str, object] = {"model": self.settings.model.name, "mode": self.settings.backend.mode,
                                      "url": self.client.endpoint.base_url}
-        if self.vllm is not None and self.vllm.ready_after_s is not None:
-            detail["startupSeconds"] = round(self.vllm.ready_after_s, 2)
+        if self.vllm is not None:
+            detail["pid"] = self.vllm.vllm_pid
+            if self.vllm.ready_after_s is not None:
+                detail["startupSeconds"] = round(self.vllm.ready_after_s, 2)
         try:
             info = await self.client.model_info()
         except BackendError as err:
@@ -78,6 +80,8 @@ class BackendManager:
         except Exception as err:
             self._set_status(Status("error", f"cannot reach {self.client.endpoint.base_url}: {err}", detail))
             return
+        stop_ids = await self.client.resolve_stop_tokens(STOP_TOKENS)
+        detail["stopTokenIds"] = stop_ids
         length = info.get("max_model_len")
         self.max_model_len = length if isinstance(length, int) else None
         detail["maxModelLen"] = self.max_model_len

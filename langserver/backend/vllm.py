@@ -68,7 +68,9 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     key = api_key or secrets.token_urlsafe(32)
     argv = [
         *vllm.command,
-        settings.model.path,
+        # --model, not the positional tag: `python -m vllm.entrypoints.openai.api_server`
+        # ignores the positional and would fetch its default model from the hub.
+        "--model", settings.model.path,
         "--served-model-name", settings.model.name,
         "--host", vllm.host,
         "--port", str(port),

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from langserver.completion.context import Context
-from langserver.completion.prompt import STOP_STRINGS
+from langserver.completion.prompt import STOP_TOKENS
 
 _FENCE = re.compile(r"^\s*```[\w+#.-]*[ \t]*\r?\n(?P<body>.*?)(?:\r?\n)?```\s*$", re.DOTALL)
-_SPECIAL = re.compile("|".join(re.escape(token) for token in (*STOP_STRINGS, "<|im_start|>")))
+_SPECIAL = re.compile("|".join(re.escape(token) for token in (*STOP_TOKENS, "<|im_start|>")))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ FIM_PREFIX = "<|fim_prefix|>"
 FIM_SUFFIX = "<|fim_suffix|>"
 FIM_MIDDLE = "<|fim_middle|>"
 # Qwen's end and FIM tokens: any of them in the output means the middle is over.
-STOP_STRINGS: tuple[str, ...] = (
+# The backend client turns them into stop_token_ids where the server can tokenize
+# them (vLLM); as strings, vLLM accepts at most 4, so the FIM ones go there
+# (the end tokens are already the model's EOS).
+STOP_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
     "<|im_end|>",
     "<|fim_prefix|>",
@@ -29,6 +32,7 @@ STOP_STRINGS: tuple[str, ...] = (
     "<|repo_name|>",
     "<|file_sep|>",
 )
+STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_sep|>")
 # Tokens the template adds around the FIM string, with a margin (chat-fim's system turn).
 TEMPLATE_TOKENS = 48
 

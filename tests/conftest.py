@@ -1,0 +1,136 @@
+"""Shared fixtures: the memorised examples, the tiny real model, a real vLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = json.loads((ROOT / "tests" / "data" / "fim_examples.json").read_text())
+EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
+MODEL_NAME = "tiny"
+# vLLM's CPU backend on 2 cores: eager mode, 1 GiB KV cache, float32 as trained.
+VLLM_ARGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"]
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def example(name: str) -> dict[str, str]:
+    return EXAMPLES_BY_NAME[name]
+
+
+@pytest.fixture(scope="session")
+def test_model() -> Path:
+    path = os.environ.get("VLLM_GHOST_TEST_MODEL", "")
+    if not path or not (Path(path) / "config.json").is_file():
+        pytest.fail("VLLM_GHOST_TEST_MODEL is not set to a built test model: run the tests through scripts/test")
+    return Path(path)
+
+
+def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
+    """initializationOptions for a server that manages vLLM-CPU with the tiny model."""
+    return {
+        "model": {"path": str(model), "name": MODEL_NAME},
+        "vllm": {
+            "command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
+            "args": VLLM_ARGS,
+            "env": VLLM_ENV,
+            "startupTimeoutS": 300,
+        },
+        "completion": {"timeoutMs": 30000, **completion},
+    }
+
+
+@dataclass
+class VllmServer:
+    url: str  # base URL without /v1
+    api_key: str
+    process: subprocess.Popen[bytes]
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus counter/gauge over its label sets."""
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_vllm(model: Path, api_key: str, log_path: Path) -> VllmServer:
+    port = _free_port()
+    env = {**os.environ, **VLLM_ENV, "VLLM_API_KEY": api_key}
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", str(model), "--served-model-name", MODEL_NAME,
+         "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return VllmServer(url=url, api_key=api_key, process=process)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_vllm(process)
+    raise RuntimeError("vLLM did not start within 300 s")
+
+
+def stop_vllm(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def external_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """A vLLM the test starts itself, for external mode (with an API key)."""
+    server = start_vllm(test_model, secrets.token_urlsafe(16), tmp_path_factory.mktemp("vllm") / "vllm.log")
+    yield server
+    stop_vllm(server.process)
+
+
+def external_options(server: VllmServer, **completion: Any) -> dict[str, Any]:
+    return {
+        "backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
+        "model": {"name": MODEL_NAME},
+        "completion": {"timeoutMs": 30000, **completion},
+    }
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

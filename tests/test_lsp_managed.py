@@ -1,0 +1,131 @@
+"""End to end: a real LSP session over stdio; the server starts and supervises a
+real vLLM (CPU build) serving the tiny memorised model."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+
+from tests.conftest import EXAMPLES, example, group_alive, managed_options
+from tests.lsp_client import GhostClient, position_of
+
+pytestmark = pytest.mark.vllm
+
+
+@dataclass
+class Session:
+    client: GhostClient
+    result: types.InitializeResult
+    options: dict[str, Any]
+    closed: bool = False
+
+
+@pytest_asyncio.fixture(scope="module")
+async def session(test_model: Path) -> AsyncIterator[Session]:
+    client = GhostClient()
+    await client.launch()
+    options = managed_options(test_model)
+    result = await client.open_session(options)
+    await client.wait_status("ready", "error", timeout=300)
+    state = Session(client, result, options)
+    yield state
+    if not state.closed:
+        await client.close_session()
+
+
+async def complete_example(client: GhostClient, name: str) -> tuple[list[types.InlineCompletionItem], tuple[int, int]]:
+    case = example(name)
+    text = case["prefix"] + case["suffix"]
+    uri = client.open(text, case["language"])
+    line, character = position_of(text, len(case["prefix"]))
+    return await client.complete(uri, line, character), (line, character)
+
+
+async def test_advertises_inline_completion(session: Session) -> None:
+    result = session.result
+    assert result.capabilities.inline_completion_provider is not None
+
+
+async def test_status_goes_from_starting_to_ready_with_progress(session: Session) -> None:
+    client = session.client
+    states = [status["state"] for status in client.statuses]
+    assert states[0] == "starting"
+    assert states[-1] == "ready", client.statuses[-1]
+    ready = client.statuses[-1]
+    assert ready["detail"]["maxModelLen"] == 4096
+    # Loading is visible as LSP work-done progress: begin, reports, end.
+    kinds = [value.get("kind") for value in client.progress]
+    assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
+
+
+@pytest.mark.parametrize("name", [case["name"] for case in EXAMPLES])
+async def test_memorised_example_completes_to_its_middle(session: Session, name: str) -> None:
+    client = session.client
+    items, (line, character) = await complete_example(client, name)
+    assert len(items) == 1
+    item = items[0]
+    assert item.insert_text == example(name)["middle"]
+    assert item.range is not None
+    assert item.range.start == types.Position(line=line, character=character)
+    assert item.range.end.line == line
+
+
+async def test_raw_fim_format_through_completions_endpoint(session: Session) -> None:
+    client = session.client
+    # Same backend: switching the prompt format must not restart vLLM.
+    starts = sum(1 for status in client.statuses if status["state"] == "starting")
+    raw = copy.deepcopy(session.options)
+    raw["model"]["promptFormat"] = "raw-fim"
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=raw))
+    try:
+        for name in ("py_single_line", "js_single_line", "py_multi_line"):
+            items, _ = await complete_example(client, name)
+            assert [item.insert_text for item in items] == [example(name)["middle"]]
+        assert sum(1 for status in client.statuses if status["state"] == "starting") == starts
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=session.options))
+
+
+async def test_restart_model_then_complete_again(session: Session) -> None:
+    client = session.client
+    old_pid = client.statuses[-1]["detail"]["pid"]
+    started = time.monotonic()
+    result = await client.command("vllmGhost.restartModel")
+    assert result["state"] == "ready", result
+    assert result["detail"]["pid"] != old_pid
+    assert not group_alive(old_pid), "the old vLLM process group survived a restart"
+    print(f"\nrestart took {time.monotonic() - started:.1f} s")
+    items, _ = await complete_example(client, "py_demo")
+    assert [item.insert_text for item in items] == [example("py_demo")["middle"]]
+
+
+async def test_status_command_reports_state_without_secrets(session: Session) -> None:
+    client = session.client
+    status = await client.command("vllmGhost.status")
+    assert status["state"] == "ready"
+    assert status["settings"]["model"]["name"] == "tiny"
+    assert "VLLM_API_KEY" not in str(status)
+
+
+async def test_shutdown_leaves_no_vllm_process(session: Session) -> None:
+    """Runs last in this module: it ends the shared session."""
+    client = session.client
+    status = await client.command("vllmGhost.status")
+    pid = status["detail"]["pid"]
+    assert group_alive(pid)
+    session.closed = True
+    await client.close_session()
+    deadline = time.monotonic() + 10
+    while group_alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not group_alive(pid), "vLLM processes outlived the language server's shutdown"
+    assert client._server is not None and client._server.returncode == 0
