@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = json.loads((ROOT / "tests" / "data" / "fim_examples.json").read_text())
 EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
+# The prompt the tiny model answers with endless repetition: a generation that runs to max_tokens.
+RAMBLE = json.loads((ROOT / "tests" / "data" / "ramble.json").read_text())
 MODEL_NAME = "tiny"
 # vLLM's CPU backend on 2 cores: eager mode, 1 GiB KV cache, float32 as trained.
 VLLM_ARGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"]
@@ -81,8 +83,8 @@ def start_vllm(model: Path, api_key: str, log_path: Path) -> VllmServer:
     env = {**os.environ, **VLLM_ENV, "VLLM_API_KEY": api_key}
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", str(model), "--served-model-name", MODEL_NAME,
-         "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS],
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -80,15 +80,8 @@ class BackendClient:
                     async for part in plain:
                         if part.choices and part.choices[0].text:
                             yield part.choices[0].text
-        except openai.APIStatusError as err:
-            raise BackendError(f"backend answered {err.status_code}: {_brief(err.body)}") from err
-        except openai.APITimeoutError as err:
-            raise BackendError("backend timed out") from err
-        except openai.APIConnectionError as err:
-            raise BackendError(f"cannot reach backend at {self.endpoint.base_url}") from err
-        except (ValueError, KeyError, TypeError) as err:
-            # Garbage or truncated JSON in the stream.
-            raise BackendError(f"backend sent a malformed answer: {err}") from err
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as err:
+            raise translate(err, self.endpoint) from err
 
     async def complete(self, request: PromptRequest) -> str:
         parts: list[str] = []
@@ -120,12 +113,33 @@ class BackendClient:
 
     async def model_info(self) -> dict[str, Any]:
         """The served model's entry from /v1/models (vLLM adds max_model_len)."""
-        models = await self._openai.models.list()
+        try:
+            models = await self._openai.models.list()
+        except openai.OpenAIError as err:
+            raise translate(err, self.endpoint) from err
         for model in models.data:
             if model.id == self.endpoint.model:
                 return model.model_dump()
         names = ", ".join(m.id for m in models.data) or "none"
         raise BackendError(f"model {self.endpoint.model!r} is not served there (served: {names})")
+
+
+def translate(err: Exception, endpoint: Endpoint) -> BackendError:
+    """One clear sentence per cause; the same cause always gives the same text (shown once)."""
+    if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+        return BackendError(f"the backend at {endpoint.base_url} rejected the API key ({err.status_code}): "
+                            "check vllmGhost.backend.apiKey")
+    if isinstance(err, openai.NotFoundError):
+        return BackendError(f"not found at {endpoint.base_url} (404): check vllmGhost.backend.url and "
+                            "vllmGhost.model.name")
+    if isinstance(err, openai.APIStatusError):
+        return BackendError(f"backend answered {err.status_code}: {_brief(err.body)}")
+    if isinstance(err, openai.APITimeoutError):
+        return BackendError("backend timed out")
+    if isinstance(err, openai.APIConnectionError):
+        return BackendError(f"cannot reach backend at {endpoint.base_url}")
+    # Garbage or truncated JSON in the stream.
+    return BackendError(f"backend sent a malformed answer: {type(err).__name__}: {_brief(err)}")
 
 
 def _brief(body: object) -> str:
