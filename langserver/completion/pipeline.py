@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.completion.context import Budget, Context, build_context
-from langserver.completion.postprocess import Completion, clean
+from langserver.completion.postprocess import STEPS, Completion, Policy, Step, clean
 from langserver.completion.prompt import TEMPLATE_TOKENS, PromptRequest, Sampling, build_prompt
+from langserver.completion.tokens import TokenCounter, counter_for
 from langserver.settings import Settings
 
 Generate = Callable[[PromptRequest], Awaitable[str]]
@@ -21,6 +22,10 @@ class Request:
     text: str
     offset: int  # code points, not client units
     language: str = ""
+    # The editor's formatting options for this document, when the server knows them;
+    # otherwise the indentation style is inferred from the text.
+    tab_size: int | None = None
+    insert_spaces: bool | None = None
 
 
 def budget_for(settings: Settings, max_model_len: int | None) -> Budget:
@@ -35,8 +40,24 @@ def budget_for(settings: Settings, max_model_len: int | None) -> Budget:
     return budget
 
 
-def make_context(request: Request, settings: Settings, max_model_len: int | None) -> Context:
-    return build_context(request.text, request.offset, budget_for(settings, max_model_len), request.language)
+def token_counter(settings: Settings) -> TokenCounter | None:
+    """The model's own tokenizer when its tokenizer.json is on this machine (loaded once);
+    None = budget by the character estimate."""
+    if settings.completion.context_chars:
+        return None
+    counter = counter_for(settings.model.path)
+    return counter if counter.exact else None
+
+
+def make_context(request: Request, settings: Settings, max_model_len: int | None,
+                 counter: TokenCounter | None = None) -> Context:
+    return build_context(request.text, request.offset, budget_for(settings, max_model_len), request.language,
+                         counter)
+
+
+def make_policy(request: Request, settings: Settings) -> Policy:
+    return Policy(multiline=settings.completion.multiline, tab_size=request.tab_size,
+                  insert_spaces=request.insert_spaces)
 
 
 def make_prompt(context: Context, settings: Settings) -> PromptRequest:
@@ -46,7 +67,10 @@ def make_prompt(context: Context, settings: Settings) -> PromptRequest:
 
 
 async def complete(request: Request, settings: Settings, generate: Generate,
-                   max_model_len: int | None = None) -> Completion | None:
-    context = make_context(request, settings, max_model_len)
+                   max_model_len: int | None = None, *, steps: tuple[Step, ...] = STEPS,
+                   counter: TokenCounter | None = None) -> Completion | None:
+    """One completion. `steps` = the clean-up steps (the benchmark's ablation drops one);
+    `counter` overrides the token counter (default: the model's tokenizer if present)."""
+    context = make_context(request, settings, max_model_len, counter or token_counter(settings))
     raw = await generate(make_prompt(context, settings))
-    return clean(raw, context)
+    return clean(raw, context, make_policy(request, settings), steps)

@@ -1,7 +1,22 @@
 """Stage 4: turn the model's raw answer into text that can be inserted at the cursor.
 
-Each step is a small function `str -> str` (given the context); `clean` runs
-them in order. An empty result means "show nothing".
+Each step is a small function `(text, context, policy) -> text`; `clean` runs
+them in order (`STEPS`) and decides how much of the rest of the line the item
+replaces. An empty result means "show nothing". The steps, in order:
+
+1. strip_special_tokens   leaked Qwen tokens (FIM tokens are not "special" to the
+                          tokenizer, so vLLM does not strip them)
+2. strip_fence            a markdown fence and the prose around it (Qwen3-Coder issue 543)
+3. strip_leading_newlines line breaks before the answer on a blank line or mid-line
+4. strip_typed_prefix     the typed part of the cursor line repeated (repeats.py)
+5. normalize_indentation  tabs vs spaces as the document has them (indent.py)
+6. trim_suffix_overlap    the answer runs on into the text after the cursor (repeats.py)
+7. cut_repetition         a loop of repeated lines (repeats.py)
+8. limit_lines            the multi-line policy: one line or up to the block end (multiline.py)
+9. trim_to_parsing        the longest cut that parses no worse than without it (syntax.py)
+10. strip_trailing_whitespace
+
+Every step is safe on a clean answer: cleaning a clean answer gives it back.
 """
 
 from __future__ import annotations
@@ -11,10 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from langserver.completion.context import Context
-from langserver.completion.prompt import STOP_TOKENS
+from langserver.completion.indent import infer_style, leading, restyle
+from langserver.completion.multiline import Policy, is_complete, limit_lines, replace_chars
+from langserver.completion.repeats import cut_repetition, strip_typed_prefix, trim_suffix_overlap
+from langserver.completion.syntax import continuation_lines, scan, trim_to_parsing
 
-_FENCE = re.compile(r"^\s*```[\w+#.-]*[ \t]*\r?\n(?P<body>.*?)(?:\r?\n)?```\s*$", re.DOTALL)
-_SPECIAL = re.compile("|".join(re.escape(token) for token in (*STOP_TOKENS, "<|im_start|>")))
+__all__ = ["STEPS", "Completion", "Policy", "Step", "clean", "is_complete", "step_names"]
+
+# Qwen's template and FIM tokens (ids 151643-151664): none of them is ever code.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+)
+_SPECIAL = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
+# A role header the chat template puts after <|im_start|>.
+_ROLE = re.compile(r"(system|user|assistant)[ \t]*\r?\n")
+# A special token cut short at the end of a stream.
+_PARTIAL_SPECIAL = re.compile(r"<\|[a-z_]*\|?$")
+_FENCE_LINE = re.compile(r"^[ \t]*```[\w+#.-]*[ \t]*$")
+_PROSE_LINE = re.compile(r"^[A-Za-z][^=;{}\[\]<>`]*$")
+_MARKUP_LANGUAGES = {"markdown", "mdx", "plaintext", "restructuredtext", "asciidoc", ""}
 
 
 @dataclass(frozen=True)
@@ -24,28 +55,111 @@ class Completion:
     replace_chars: int = 0
 
 
-Step = Callable[[str, Context], str]
+Step = Callable[[str, Context, Policy], str]
 
 
-def strip_special_tokens(text: str, context: Context) -> str:
-    """Cut at the first leaked Qwen token: whatever follows it is not the middle."""
+def strip_special_tokens(text: str, context: Context, policy: Policy) -> str:
+    """Drop leaked Qwen tokens at the start (an echoed `<|fim_middle|>`, a role header),
+    then cut at the first one after the answer: whatever follows it is not the middle."""
+    while True:
+        match = _SPECIAL.match(text)
+        if match is None:
+            break
+        text = text[match.end():]
+        if match.group(0) == "<|im_start|>":
+            role = _ROLE.match(text)
+            text = text[role.end():] if role else text
     match = _SPECIAL.search(text)
-    return text if match is None else text[: match.start()]
+    if match is not None:
+        text = text[: match.start()]
+    partial = _PARTIAL_SPECIAL.search(text)
+    return text if partial is None else text[: partial.start()]
 
 
-def strip_fence(text: str, context: Context) -> str:
-    """Unwrap a markdown fence the chat model put around its answer (Qwen3-Coder issue 543)."""
-    match = _FENCE.match(text)
-    return text if match is None else match.group("body")
+def strip_fence(text: str, context: Context, policy: Policy) -> str:
+    """Unwrap a markdown fence the chat model put around its answer, with any sentence
+    before it and anything after the closing fence (Qwen3-Coder issue 543)."""
+    if context.language in _MARKUP_LANGUAGES and context.language:
+        return text
+    lines = text.split("\n")
+    opening = next((i for i, line in enumerate(lines) if _FENCE_LINE.match(line)), None)
+    if opening is None or not _is_preamble(lines[:opening]):
+        return text
+    closing = next((i for i in range(opening + 1, len(lines)) if _FENCE_LINE.match(lines[i])), len(lines))
+    return "\n".join(lines[opening + 1:closing])
 
 
-STEPS: tuple[Step, ...] = (strip_special_tokens, strip_fence)
+def _is_preamble(lines: list[str]) -> bool:
+    """Nothing, or a short sentence such as "Here is the completion:"."""
+    content = [line.strip() for line in lines if line.strip()]
+    if not content:
+        return True
+    return len(content) <= 3 and all(_PROSE_LINE.match(line) and len(line.split()) >= 3 for line in content)
 
 
-def clean(raw: str, context: Context, steps: tuple[Step, ...] = STEPS) -> Completion | None:
+def strip_leading_newlines(text: str, context: Context, policy: Policy) -> str:
+    """A line break first is only meaningful at the end of a non-empty line (the answer
+    starts on the next line); on a blank line or mid-line it would break the code."""
+    if context.line_prefix.strip() and not context.line_suffix.strip():
+        return text
+    body = text.lstrip("\r\n")
+    if body == text or not context.line_prefix:
+        return body
+    # On an indented blank line the answer's own indentation after the break is the one to keep.
+    return body[len(context.line_prefix):] if body.startswith(context.line_prefix) else body
+
+
+def normalize_indentation(text: str, context: Context, policy: Policy) -> str:
+    """Indent the answer's lines with the document's characters (tabs or spaces)."""
+    style = infer_style(context, policy.tab_size, policy.insert_spaces)
+    lines = text.split("\n")
+    for index in range(1, len(lines)):
+        whitespace = leading(lines[index])
+        if whitespace:
+            lines[index] = restyle(whitespace, style) + lines[index][len(whitespace):]
+    return "\n".join(lines)
+
+
+def strip_trailing_whitespace(text: str, context: Context, policy: Policy) -> str:
+    """Spaces at line ends (not inside a multi-line string), and line breaks at the end
+    unless text follows on the cursor line (then a final break moves that text down)."""
+    lines = text.split("\n")
+    in_string = continuation_lines(text, context.language, scan(context.line_prefix, context.language), True)
+    for index in range(len(lines) - 1):
+        if not in_string[index + 1]:
+            line = lines[index]
+            cr = "\r" if line.endswith("\r") else ""
+            lines[index] = line.rstrip(" \t\r") + cr
+    text = "\n".join(lines)
+    if context.line_suffix.strip():
+        return text
+    return text.rstrip()
+
+
+STEPS: tuple[Step, ...] = (
+    strip_special_tokens,
+    strip_fence,
+    strip_leading_newlines,
+    strip_typed_prefix,
+    normalize_indentation,
+    trim_suffix_overlap,
+    cut_repetition,
+    limit_lines,
+    trim_to_parsing,
+    strip_trailing_whitespace,
+)
+
+
+def step_names(steps: tuple[Step, ...] = STEPS) -> list[str]:
+    return [step.__name__ for step in steps]
+
+
+def clean(raw: str, context: Context, policy: Policy | None = None,
+          steps: tuple[Step, ...] = STEPS) -> Completion | None:
+    policy = policy or Policy()
     text = raw
     for step in steps:
-        text = step(text, context)
+        text = step(text, context, policy)
     if not text.strip():
         return None
-    return Completion(text=text)
+    return Completion(text=text, replace_chars=replace_chars(text, context))
