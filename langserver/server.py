@@ -55,13 +55,13 @@ class GhostServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=f"vLLM Ghost: {message}"))
 
     def publish_status(self, status: Status) -> None:
-        # Progress first: a client that acts on "ready" finds the progress ended.
+        # Progress and message first: a client that acts on the state finds them done.
         self._update_progress(status)
-        self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
         if status.state == "error":
             self.show_once(status.message)
         elif status.state == "ready":
             self.log_line(f"backend ready: {status.detail}", types.MessageType.Info)
+        self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
 
     def _update_progress(self, status: Status) -> None:
         """Work-done progress while the model loads (minutes for a 30B model)."""

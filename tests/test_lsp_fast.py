@@ -1,0 +1,66 @@
+"""LSP sessions that need no model: bad settings and a missing vLLM must not hurt."""
+
+from __future__ import annotations
+
+import sys
+
+from lsprotocol import types
+
+from tests.lsp_client import GhostClient
+
+
+async def test_invalid_settings_fall_back_with_a_message_naming_the_key() -> None:
+    client = GhostClient()
+    await client.launch()
+    await client.open_session({
+        "backend": {"mode": "external", "url": "http://127.0.0.1:9/v1"},
+        "completion": {"maxTokens": "lots", "multiline": "sometimes", "timeoutMs": 2000},
+        "vllm": {"port": 70000},
+        "bogus": 1,
+    })
+    await client.wait_status("ready", "error", timeout=30)
+    status = await client.command("vllmGhost.status")
+    settings = status["settings"]
+    assert settings["completion"]["maxTokens"] == 128  # the default
+    assert settings["completion"]["multiline"] == "auto"
+    assert settings["completion"]["timeoutMs"] == 2000  # the valid key next to them still applies
+    assert settings["vllm"]["port"] == 0
+    warnings = " ".join(m.message for m in client.messages)
+    for key in ("completion.maxTokens", "completion.multiline", "vllm.port", "vllmGhost.bogus"):
+        assert key in warnings, key
+    await client.close_session()
+
+
+async def test_missing_vllm_command_is_an_error_status_not_a_crash() -> None:
+    client = GhostClient()
+    await client.launch()
+    await client.open_session({"vllm": {"command": ["/nonexistent/vllm", "serve"]}, "model": {"path": "/tmp/x"}})
+    status = await client.wait_status("error", timeout=30)
+    assert "not found" in status["message"] and "vllm.command" in status["message"]
+    assert [m.type for m in client.messages].count(types.MessageType.Error) == 1
+    uri = client.open("def f():\n    return ")
+    assert await client.complete(uri, 1, 11) == []
+    assert (await client.command("vllmGhost.status"))["state"] == "error"
+    await client.close_session()
+    assert client._server is not None and client._server.returncode == 0
+
+
+async def test_vllm_failing_at_start_reports_its_reason() -> None:
+    client = GhostClient()
+    await client.launch()
+    fail = "import sys; print('OSError: /models/missing does not exist', file=sys.stderr); sys.exit(1)"
+    await client.open_session({"vllm": {"command": [sys.executable, "-c", fail]}, "model": {"path": "/models/missing"}})
+    status = await client.wait_status("error", timeout=30)
+    assert "vllmGhost.model.path" in status["message"]
+    assert any("does not exist" in line for line in status["detail"]["lastLines"])
+    await client.close_session()
+
+
+async def test_disabled_completions_and_languages_return_nothing_at_once() -> None:
+    client = GhostClient()
+    await client.launch()
+    await client.open_session({"backend": {"mode": "external", "url": "http://127.0.0.1:9/v1"},
+                               "completion": {"disabledLanguages": ["markdown"]}})
+    uri = client.open("# Title\n\nSome ", language="markdown")
+    assert await client.complete(uri, 2, 5) == []
+    await client.close_session()
