@@ -42,6 +42,8 @@ class GhostServer(LanguageServer):
         self._backend_task: asyncio.Task[None] | None = None
         self._errors_shown: set[str] = set()
         self.started_at = time.monotonic()
+        self._last_status = Status("stopped")
+        self._last_status_at = 0.0
 
     # --- messages to the client -------------------------------------------------------------
     def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -55,6 +57,11 @@ class GhostServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=f"vLLM Ghost: {message}"))
 
     def publish_status(self, status: Status) -> None:
+        # vLLM prints hundreds of lines while loading: one "loading" update a second is plenty.
+        now = time.monotonic()
+        if status.state == "loading" and self._last_status.state == "loading" and now - self._last_status_at < 1.0:
+            return
+        self._last_status, self._last_status_at = status, now
         # Progress and message first: a client that acts on the state finds them done.
         self._update_progress(status)
         if status.state == "error":
