@@ -22,6 +22,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
+from langserver.completion.scheduler import Scheduler
 from langserver.document import TextBuffer
 from langserver.settings import Settings, parse_settings, redacted
 
@@ -44,6 +45,7 @@ class GhostServer(LanguageServer):
         self.started_at = time.monotonic()
         self._last_status = Status("stopped")
         self._last_status_at = 0.0
+        self.scheduler = Scheduler()  # latest wins per document, debounce
 
     # --- messages to the client -------------------------------------------------------------
     def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -120,9 +122,13 @@ class GhostServer(LanguageServer):
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
         request = pipeline.Request(text=buffer.text, offset=offset, language=language)
+
+        async def job() -> Completion | None:
+            return await pipeline.complete(request, settings, self.backend.generate, self.backend.max_model_len)
+
         try:
-            completion = await asyncio.wait_for(
-                pipeline.complete(request, settings, self.backend.generate, self.backend.max_model_len),
+            outcome = await asyncio.wait_for(
+                self.scheduler.run(params.text_document.uri, job, settings.completion.debounce_ms),
                 settings.completion.timeout_ms / 1000,
             )
         except BackendUnavailable:
@@ -134,7 +140,8 @@ class GhostServer(LanguageServer):
         except BackendError as err:
             self.show_once(str(err), types.MessageType.Warning)
             return empty
-        if completion is None:
+        completion = outcome.value
+        if completion is None:  # nothing to show, or a newer request for the document took over
             return empty
         return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
 
@@ -211,6 +218,7 @@ def on_change(ls: GhostServer, params: types.DidChangeTextDocumentParams) -> Non
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: GhostServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.pop(params.text_document.uri, None)
+    ls.scheduler.forget(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

@@ -1,0 +1,158 @@
+"""The scheduler: one per document, latest wins, with a debounce.
+
+VS Code asks for a completion on every keystroke and cancels the previous
+request. A request that is still waiting (debounce) or still streaming when the
+next one arrives for the same document is superseded: its task is cancelled, so
+its HTTP stream closes and vLLM aborts the generation. Clients that never send
+`$/cancelRequest` get the same treatment.
+
+Debounce policy (`completion.debounceMs`):
+- N >= 0: wait N ms before asking the backend (0 = never wait).
+- -1 (adaptive): wait a little longer than the user's recent median interval
+  between requests, at most ADAPTIVE_CAP_S, so that while the user types fast
+  the next keystroke usually arrives inside the wait and the superseded request
+  never reaches vLLM; the first request after a pause (or with no history)
+  waits 0 ms, because a lone keystroke is most likely where the user stops.
+
+Nothing here knows LSP: the server passes plain values and a job to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+ADAPTIVE = -1
+# The most the adaptive policy ever waits: humans call 100-150 ms "instant".
+ADAPTIVE_CAP_S = 0.150
+# Wait this much longer than the median interval: half the keys come later than the median.
+ADAPTIVE_FACTOR = 1.25
+# A gap this long is a pause, not typing: it resets the wait to 0 and is not a typing interval.
+PAUSE_S = 1.0
+# How many recent intervals the median looks at (a few seconds of typing).
+HISTORY = 8
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What `run` gives back: the job's value, or superseded (no value) when a newer
+    request for the document took over; `debounce_s` = the wait chosen for it."""
+    value: T | None
+    superseded: bool
+    debounce_s: float
+
+
+class TypingRate:
+    """Recent intervals between requests for one document."""
+
+    def __init__(self) -> None:
+        self.intervals: deque[float] = deque(maxlen=HISTORY)
+        self.last_at: float | None = None
+
+    def observe(self, now: float) -> float | None:
+        """Record a request at `now`; the gap since the previous one (None for the first)."""
+        gap = None if self.last_at is None else max(0.0, now - self.last_at)
+        self.last_at = now
+        if gap is not None and gap < PAUSE_S:
+            self.intervals.append(gap)
+        return gap
+
+
+def adaptive_delay(intervals: deque[float] | list[float], gap: float | None) -> float:
+    """Seconds to wait: 0 after a pause or with no history, else ~1.25 x the median interval,
+    capped at ADAPTIVE_CAP_S."""
+    if gap is None or gap >= PAUSE_S or not intervals:
+        return 0.0
+    return min(ADAPTIVE_CAP_S, ADAPTIVE_FACTOR * statistics.median(intervals))
+
+
+def debounce_delay(debounce_ms: int, rate: TypingRate, gap: float | None) -> float:
+    if debounce_ms == ADAPTIVE or debounce_ms < 0:
+        return adaptive_delay(rate.intervals, gap)
+    return debounce_ms / 1000
+
+
+class DocumentScheduler:
+    """Latest wins for one document."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self.rate = TypingRate()
+        self._current: asyncio.Task[Any] | None = None
+
+    def supersede(self) -> bool:
+        """Cancel the request in flight, if any (its HTTP stream closes); True if there was one."""
+        current, self._current = self._current, None
+        if current is None or current.done():
+            return False
+        current.cancel()
+        return True
+
+    def note(self, debounce_ms: int) -> float:
+        """A new request arrived: record the typing rate, supersede the previous request,
+        and return the debounce to apply (seconds)."""
+        gap = self.rate.observe(self._clock())
+        self.supersede()
+        return debounce_delay(debounce_ms, self.rate, gap)
+
+    async def run(self, job: Callable[[], Awaitable[T]], debounce_ms: int) -> Outcome[T]:
+        """Wait the debounce, then run `job`, unless a newer request supersedes this one
+        first (Outcome.superseded). Cancelling the caller cancels the job too."""
+        delay = self.note(debounce_ms)
+        task: asyncio.Task[T] = asyncio.ensure_future(_after(delay, job))
+        self._current = task
+        try:
+            # wait() does not raise when `task` is cancelled by a newer request, only when
+            # the caller itself is cancelled ($/cancelRequest, time-out).
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            if self._current is task:
+                self._current = None
+        if task.cancelled():
+            return Outcome(None, True, delay)
+        return Outcome(task.result(), False, delay)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None and not self._current.done()
+
+
+async def _after(delay: float, job: Callable[[], Awaitable[T]]) -> T:
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return await job()
+
+
+class Scheduler:
+    """One DocumentScheduler per document URI."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._documents: dict[str, DocumentScheduler] = {}
+
+    def document(self, uri: str) -> DocumentScheduler:
+        scheduler = self._documents.get(uri)
+        if scheduler is None:
+            scheduler = self._documents[uri] = DocumentScheduler(self._clock)
+        return scheduler
+
+    async def run(self, uri: str, job: Callable[[], Awaitable[T]], debounce_ms: int) -> Outcome[T]:
+        return await self.document(uri).run(job, debounce_ms)
+
+    def forget(self, uri: str) -> None:
+        """The document closed: cancel its request in flight and drop its history."""
+        scheduler = self._documents.pop(uri, None)
+        if scheduler is not None:
+            scheduler.supersede()
