@@ -192,5 +192,7 @@ def _lines_from(text: str, start: int, end: int, counter: TokenCounter) -> tuple
     lines[-1] = lines[-1][:-1]
     if not lines[-1]:
         lines.pop()
+    if not lines:
+        return [], []
     starts = [*itertools.accumulate((len(line) for line in lines[:-1]), initial=start)]
     return starts, counter.count_lines(lines)

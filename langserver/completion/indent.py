@@ -8,6 +8,7 @@ common step between consecutive indentation levels.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ def columns(whitespace: str, width: int) -> int:
     return len(whitespace.expandtabs(width))
 
 
+@functools.lru_cache(maxsize=64)
 def infer_style(context: Context, tab_size: int | None = None, insert_spaces: bool | None = None) -> IndentStyle:
-    """The editor's options win; what they leave open is read from the document."""
+    """The editor's options win; what they leave open is read from the document.
+    (Memoised: several steps ask for the same context's style.)"""
     lines = [line for line in (context.prefix + context.suffix).split("\n") if line.strip()]
     indents = [leading(line) for line in lines]
     tabs = sum(1 for ws in indents if ws.startswith("\t"))

@@ -21,6 +21,7 @@ would cut it anyway.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -71,6 +72,7 @@ def single_line(text: str, context: Context) -> str:
     return lead + (line[:-1] if line.endswith("\r") else line)
 
 
+@functools.lru_cache(maxsize=64)
 def block_floor(context: Context) -> int:
     """Columns a completion line must exceed to stay in the block (0 = top level).
 

@@ -10,9 +10,11 @@ replaces. An empty result means "show nothing". The steps, in order:
 3. strip_leading_newlines line breaks before the answer on a blank line or mid-line
 4. strip_typed_prefix     the typed part of the cursor line repeated (repeats.py)
 5. normalize_indentation  tabs vs spaces as the document has them (indent.py)
-6. trim_suffix_overlap    the answer runs on into the text after the cursor (repeats.py)
-7. cut_repetition         a loop of repeated lines (repeats.py)
-8. limit_lines            the multi-line policy: one line or up to the block end (multiline.py)
+6. cut_repetition         a loop of repeated lines (repeats.py)
+7. limit_lines            the multi-line policy: one line or up to the block end (multiline.py)
+8. trim_suffix_overlap    the answer runs on into the text after the cursor (repeats.py); after
+                          the line limit, so a single line that ends with the `)` after the
+                          cursor is trimmed rather than made to replace it
 9. trim_to_parsing        the longest cut that parses no worse than without it (syntax.py)
 10. strip_trailing_whitespace
 
@@ -26,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from langserver.completion.context import Context
-from langserver.completion.indent import infer_style, leading, restyle
+from langserver.completion.indent import IndentStyle, infer_style, leading, restyle
 from langserver.completion.multiline import Policy, is_complete, limit_lines, replace_chars
-from langserver.completion.repeats import cut_repetition, strip_typed_prefix, trim_suffix_overlap
-from langserver.completion.syntax import continuation_lines, scan, trim_to_parsing
+from langserver.completion.repeats import cut_repetition, duplicates_suffix, strip_typed_prefix, trim_suffix_overlap
+from langserver.completion.syntax import continuation_lines, has_parser, no_worse, parse_region, scan, trim_to_parsing
 
 __all__ = ["STEPS", "Completion", "Policy", "Step", "clean", "is_complete", "step_names"]
 
@@ -110,8 +112,24 @@ def strip_leading_newlines(text: str, context: Context, policy: Policy) -> str:
 
 
 def normalize_indentation(text: str, context: Context, policy: Policy) -> str:
-    """Indent the answer's lines with the document's characters (tabs or spaces)."""
+    """Indent the answer's lines with the document's characters (tabs or spaces).
+
+    How wide the model meant a tab is unknowable; the document's width is the first
+    guess, and where a parser exists the common widths are tried until the code parses
+    (a document may mix 2- and 4-space indentation)."""
     style = infer_style(context, policy.tab_size, policy.insert_spaces)
+    restyled = _restyle_lines(text, style)
+    if restyled == text or style.use_tabs or policy.tab_size or not has_parser(context.language):
+        return restyled
+    prefix, suffix = parse_region(context)
+    for width in dict.fromkeys((style.width, 4, 2, 8)):
+        candidate = _restyle_lines(text, IndentStyle(use_tabs=False, width=width))
+        if no_worse(prefix, candidate, suffix, context.language):
+            return candidate
+    return restyled
+
+
+def _restyle_lines(text: str, style: IndentStyle) -> str:
     lines = text.split("\n")
     for index in range(1, len(lines)):
         whitespace = leading(lines[index])
@@ -142,9 +160,9 @@ STEPS: tuple[Step, ...] = (
     strip_leading_newlines,
     strip_typed_prefix,
     normalize_indentation,
-    trim_suffix_overlap,
     cut_repetition,
     limit_lines,
+    trim_suffix_overlap,
     trim_to_parsing,
     strip_trailing_whitespace,
 )
@@ -162,4 +180,7 @@ def clean(raw: str, context: Context, policy: Policy | None = None,
         text = step(text, context, policy)
     if not text.strip():
         return None
-    return Completion(text=text, replace_chars=replace_chars(text, context))
+    replace = replace_chars(text, context)
+    if not replace and duplicates_suffix(text, context):
+        return None  # all it would add is a second copy of the code after the cursor
+    return Completion(text=text, replace_chars=replace)

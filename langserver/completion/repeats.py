@@ -97,10 +97,14 @@ def trim_suffix_overlap(text: str, context: Context, policy: Policy | None = Non
     lines), else a copy of the suffix's next lines further inside the completion."""
     if not context.suffix or not text:
         return text
-    for candidate in dict.fromkeys((text, text.rstrip())):
-        overlap = _longest_overlap(candidate, context)
-        if overlap:
-            return candidate[: len(candidate) - overlap]
+    # Trailing whitespace may hide an overlap ("...return x\n\n" against "\n    return x\n"):
+    # take whichever reading overlaps more of the suffix's actual text.
+    best = max(((len(context.suffix[:size].strip()), size, candidate)
+                for candidate in dict.fromkeys((text, text.rstrip()))
+                if (size := _longest_overlap(candidate, context))), default=None)
+    if best is not None:
+        _, size, candidate = best
+        return candidate[: len(candidate) - size]
     copy = find_suffix_copy(text, context)
     if copy is not None:
         return text[:copy].rstrip()
@@ -125,8 +129,8 @@ def _overlap_counts(text: str, size: int, context: Context) -> bool:
     """Is an overlap of `size` characters a real run into the suffix, not a coincidence?"""
     suffix = context.suffix
     overlap = suffix[:size]
-    if not overlap.strip():
-        return True  # only whitespace: dropping it is harmless
+    if not overlap.strip() or size == len(text):
+        return True  # only whitespace, or nothing but a copy of what follows: drop it
     if "\n" in overlap:
         # Across lines: it must copy at least the rest of a line, or a good part of it.
         ends_line = size == len(suffix) or suffix[size] in "\r\n"
@@ -157,6 +161,22 @@ def find_suffix_copy(text: str, context: Context) -> int | None:
     return None
 
 
+def duplicates_suffix(text: str, context: Context) -> bool:
+    """Would inserting `text` (before the rest of the line) just repeat what follows the
+    cursor? It starts with the whole suffix, or its first line is the suffix's next line."""
+    suffix = context.suffix
+    if not suffix.strip() or not text.strip():
+        return False
+    if text.startswith(suffix):
+        return True
+    # The first line as it would stand in the document, indentation included: a short
+    # line such as `return False` recurs at other depths legitimately.
+    body = text.lstrip("\r\n")
+    head = (context.line_prefix if body == text else "") + body.split("\n", 1)[0]
+    following = next((line for line in suffix.split("\n")[1:] if line.strip()), "")
+    return len(head.strip()) >= SIGNIFICANT_LINE and head.rstrip() == following.rstrip()
+
+
 def runs_into_suffix(text: str, context: Context) -> bool:
     """Has the completion started to copy the text after the cursor (streaming check)?"""
     if find_suffix_copy(text, context) is not None:
@@ -169,15 +189,18 @@ def runs_into_suffix(text: str, context: Context) -> bool:
 
 
 def cut_repetition(text: str, context: Context | None = None, policy: Policy | None = None) -> str:
-    """Cut a degenerate loop: a block of 1-4 lines three times in a row keeps one copy."""
+    """Cut a degenerate loop and keep one copy: a line four times in a row, or a block of
+    2-4 lines three times (code repeats a line twice or three times on purpose)."""
     lines = text.split("\n")
     for index in range(len(lines)):
         for period in range(1, MAX_PERIOD + 1):
             block = lines[index:index + period]
             if len(block) < period or not any(_IDENTIFIER.search(line) for line in block):
                 continue
-            if lines[index + period:index + 2 * period] == block and _starts_copy(
-                    lines[index + 2 * period:index + 3 * period], block):
+            copies = 4 if period == 1 else 3
+            full = all(lines[index + k * period:index + (k + 1) * period] == block for k in range(1, copies - 1))
+            last = lines[index + (copies - 1) * period:index + copies * period]
+            if full and _starts_copy(last, block):
                 return "\n".join(lines[:index + period])
     return text
 
