@@ -83,3 +83,24 @@ def test_trim_to_parsing_leaves_text_alone_when_nothing_qualifies() -> None:
 def test_trim_to_parsing_without_a_parser_is_the_identity() -> None:
     context = Context("x = ", "\n", "no-such-language")
     assert trim_to_parsing("1\n(((", context) == "1\n((("
+
+
+# --- tree-sitter (other languages, when the grammar package is installed) ---------------------
+
+
+def test_tree_sitter_javascript_trimming() -> None:
+    pytest.importorskip("tree_sitter_javascript")
+    assert has_parser("javascript")
+    assert parse_error("function f() { return 1; }\n", "javascript") is None
+    assert parse_error("function f() { return (1; }\n", "javascript") is not None
+    context = Context("function sum(a) {\n  let t = 0;\n  ", "\n  return t;\n}\n", "javascript")
+    text = "for (const x of a) {\n    t += x;\n  }\n  foo("
+    assert trim_to_parsing(text, context) == "for (const x of a) {\n    t += x;\n  }"
+
+
+def test_tree_sitter_missing_grammar_degrades_to_no_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import langserver.completion.syntax as syntax
+
+    monkeypatch.setitem(syntax._GRAMMARS, "klingon", ("tree_sitter_klingon", "language"))
+    assert not has_parser("klingon")
+    assert trim_to_parsing("a\n(((", Context("", "", "klingon")) == "a\n((("
