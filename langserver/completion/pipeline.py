@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.completion.context import Budget, Context, build_context
-from langserver.completion.postprocess import STEPS, Completion, Policy, Step, clean
+from langserver.completion.postprocess import STEPS, Completion, Policy, Step, clean, is_complete
 from langserver.completion.prompt import TEMPLATE_TOKENS, PromptRequest, Sampling, build_prompt
+from langserver.completion.stream import OpenStream, read_until_complete
+from langserver.completion.timings import Timings
 from langserver.completion.tokens import TokenCounter, counter_for
 from langserver.settings import Settings
 
@@ -74,3 +76,20 @@ async def complete(request: Request, settings: Settings, generate: Generate,
     context = make_context(request, settings, max_model_len, counter or token_counter(settings))
     raw = await generate(make_prompt(context, settings))
     return clean(raw, context, make_policy(request, settings), steps)
+
+
+async def complete_streaming(request: Request, settings: Settings, open_stream: OpenStream,
+                             max_model_len: int | None = None, *, timings: Timings | None = None,
+                             counter: TokenCounter | None = None) -> Completion | None:
+    """One completion from a stream that is closed as soon as the clean-up would cut the
+    rest anyway (vLLM stops generating then). `timings` gets prompt, first_token, stream
+    and cleanup marks."""
+    timings = timings if timings is not None else Timings()
+    context = make_context(request, settings, max_model_len, counter or token_counter(settings))
+    policy = make_policy(request, settings)
+    prompt = make_prompt(context, settings)
+    timings.mark("prompt")
+    raw = await read_until_complete(open_stream(prompt), lambda text: is_complete(text, context, policy), timings)
+    result = clean(raw, context, policy)
+    timings.mark("cleanup")
+    return result

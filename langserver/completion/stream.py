@@ -1,0 +1,97 @@
+"""Streaming with early stop: read the backend's deltas and close the stream as soon
+as the clean-up would cut the text anyway (a full line in single-line mode, the
+block end in multi-line mode). Closing the stream closes the HTTP request, so
+vLLM stops generating tokens nobody will see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from langserver.backend.client import BackendError
+from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.completion.prompt import PromptRequest
+from langserver.completion.timings import Timings
+
+OpenStream = Callable[[PromptRequest], AsyncIterator[str]]
+
+# An opening markdown fence line (Qwen3-Coder issue 543): the clean-up strips it, so the
+# early stop must not count its line break as the end of a single-line answer.
+_OPENING_FENCE = re.compile(r"^[ \t]*```[\w+#.-]*[ \t]*\r?\n")
+
+
+def visible_part(raw: str) -> str | None:
+    """The part of the raw answer the early-stop check should judge; None = cannot tell yet
+    (a fence has started but its line is not finished)."""
+    stripped = raw.lstrip()
+    if stripped.startswith("`"):
+        fence = _OPENING_FENCE.match(stripped)
+        if fence is None:
+            return None if "\n" not in stripped else raw
+        return stripped[fence.end():]
+    return raw
+
+
+async def read_until_complete(deltas: AsyncIterator[str], done: Callable[[str], bool],
+                              timings: Timings | None = None) -> str:
+    """Concatenate deltas until `done(visible text)` or the end of the stream; always closes
+    the stream. Marks first_token and stream on `timings`."""
+    text = ""
+    first = True
+    try:
+        async for delta in deltas:
+            if first and timings is not None:
+                timings.mark("first_token")
+            first = False
+            text += delta
+            visible = visible_part(text)
+            if visible is not None and done(visible):
+                break
+    finally:
+        await _close(deltas)
+    if timings is not None:
+        timings.mark("first_token" if first else "stream")
+    return text
+
+
+async def _close(deltas: AsyncIterator[str]) -> None:
+    close: Any = getattr(deltas, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+def manager_stream(manager: BackendManager) -> OpenStream:
+    """A streaming entry on the backend manager, with the same availability rule as
+    `BackendManager.generate`: nothing is sent to a backend that is not ready (an external
+    one is always tried), and a stream that breaks because the managed vLLM went away
+    ends as BackendUnavailable (answered empty, no message)."""
+
+    async def open_stream(prompt: PromptRequest) -> AsyncIterator[str]:
+        client = manager.client
+        external = manager.settings.backend.mode == "external"
+        if client is None or (manager.status.state != "ready" and not external):
+            raise BackendUnavailable(manager.status.message or manager.status.state)
+        stream = client.stream(prompt)
+        try:
+            async for delta in stream:
+                yield delta
+        except BackendError:
+            if _went_away(manager, client, external):
+                raise BackendUnavailable("vLLM went away during the request; restarting") from None
+            raise
+        except Exception as err:  # transport errors the client lets through (a truncated body)
+            if _went_away(manager, client, external):
+                raise BackendUnavailable("vLLM went away during the request; restarting") from err
+            raise BackendError(f"backend connection broke during the answer: {type(err).__name__}") from err
+        finally:
+            await _close(stream)
+
+    return open_stream
+
+
+def _went_away(manager: BackendManager, client: object, external: bool) -> bool:
+    return not external and (manager.client is not client or manager.status.state != "ready")
