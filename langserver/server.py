@@ -21,8 +21,11 @@ from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
+from langserver.completion.cache import CompletionCache
 from langserver.completion.postprocess import Completion
 from langserver.completion.scheduler import Scheduler
+from langserver.completion.stream import manager_stream
+from langserver.completion.timings import Timings, TimingStats
 from langserver.document import TextBuffer
 from langserver.settings import Settings, parse_settings, redacted
 
@@ -46,6 +49,10 @@ class GhostServer(LanguageServer):
         self._last_status = Status("stopped")
         self._last_status_at = 0.0
         self.scheduler = Scheduler()  # latest wins per document, debounce
+        self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
+        self._stream = manager_stream(self.backend)
+        self.cache = CompletionCache()  # typing through a shown completion asks no one
+        self._cache_settings = self.settings
 
     # --- messages to the client -------------------------------------------------------------
     def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -112,6 +119,7 @@ class GhostServer(LanguageServer):
 
     # --- completion -------------------------------------------------------------------------
     async def complete(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        started = time.monotonic()
         empty = types.InlineCompletionList(items=[])
         entry = self.documents.get(params.text_document.uri)
         settings = self.settings
@@ -122,9 +130,15 @@ class GhostServer(LanguageServer):
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
         request = pipeline.Request(text=buffer.text, offset=offset, language=language)
+        cached = self._cached(params.text_document.uri, request, settings)
+        if cached is not None:
+            return types.InlineCompletionList(items=[self._item(buffer, offset, cached)])
+        timings = Timings(started=started)
 
         async def job() -> Completion | None:
-            return await pipeline.complete(request, settings, self.backend.generate, self.backend.max_model_len)
+            timings.mark("debounce")
+            return await pipeline.complete_streaming(request, settings, self._stream, self.backend.max_model_len,
+                                                     timings=timings)
 
         try:
             outcome = await asyncio.wait_for(
@@ -140,10 +154,29 @@ class GhostServer(LanguageServer):
         except BackendError as err:
             self.show_once(str(err), types.MessageType.Warning)
             return empty
-        completion = outcome.value
-        if completion is None:  # nothing to show, or a newer request for the document took over
+        if outcome.superseded:  # a newer request for the document took over
             return empty
+        self._record(timings)
+        completion = outcome.value
+        if completion is None:
+            return empty
+        self.cache.put(request.text, request.offset, completion)
         return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
+
+    def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
+        """The rest of a shown completion the user is typing through; it supersedes the request
+        in flight and counts as a keystroke for the typing rate, like any request."""
+        if settings is not self._cache_settings:  # other settings, other completions
+            self.cache, self._cache_settings = CompletionCache(), settings
+        cached = self.cache.get(request.text, request.offset)
+        if cached is not None:
+            self.scheduler.document(uri).note(settings.completion.debounce_ms)
+        return cached
+
+    def _record(self, timings: Timings) -> None:
+        self.timing_stats.add(timings)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("completion timings: %s", timings.describe())
 
     def _item(self, buffer: TextBuffer, offset: int, completion: Completion) -> types.InlineCompletionItem:
         line, character = buffer.position_at(offset)
@@ -157,6 +190,10 @@ class GhostServer(LanguageServer):
     def status_object(self) -> dict[str, Any]:
         status = self.backend.status.to_wire()
         status["version"] = __version__
+        detail = status.setdefault("detail", {})
+        if self.timing_stats.count:
+            detail["timings"] = self.timing_stats.summary()
+        detail["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
         status["settings"] = redacted(self.settings)
         return status
 

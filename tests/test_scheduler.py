@@ -124,7 +124,7 @@ def test_adaptive_waits_nothing_without_history_or_after_a_pause() -> None:
 
 
 def test_adaptive_follows_the_median_interval_and_is_capped() -> None:
-    assert adaptive_delay([0.08, 0.08, 0.2], 0.08) == pytest.approx(0.1)
+    assert adaptive_delay([0.06, 0.06, 0.2], 0.06) == pytest.approx(0.09)
     assert adaptive_delay([0.4, 0.5, 0.6], 0.5) == ADAPTIVE_CAP_S
 
 
@@ -136,5 +136,5 @@ def test_typing_rate_ignores_pauses() -> None:
         clock.now += gap
         delays.append(scheduler.note(-1))
     assert list(scheduler.rate.intervals) == [pytest.approx(0.1)] * 3
-    # first ever: 0; typing: 1.25 x 100 ms; first after the pause: 0; typing again: 125 ms
-    assert delays == [0, pytest.approx(0.125), pytest.approx(0.125), 0, pytest.approx(0.125)]
+    # first ever: 0; typing: 1.5 x 100 ms; first after the pause: 0; typing again: 150 ms
+    assert delays == [0, pytest.approx(0.15), pytest.approx(0.15), 0, pytest.approx(0.15)]

@@ -1,9 +1,12 @@
 """The typing-speed engine end to end against a real vLLM (external mode): a burst of
-keystrokes as VS Code sends them reaches vLLM as a few requests at most."""
+keystrokes as VS Code sends them reaches vLLM as a few requests at most, the stream
+stops at the line end in single-line mode, and typing through a shown completion asks
+vLLM nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,6 +65,7 @@ async def type_burst(client: GhostClient, uri: str, start_text: str, typed: str,
     text = start_text
     futures: list[Any] = []
     previous: str | None = None
+    sent: list[float] = []
     for index, char in enumerate(typed):
         position = position_of(text, len(text))
         client.edit(uri, position, position, char)
@@ -72,7 +76,9 @@ async def type_burst(client: GhostClient, uri: str, start_text: str, typed: str,
         params = client.completion_params(uri, *position_of(text, len(text)))
         futures.append(client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params,
                                                           msg_id=previous))
+        sent.append(time.monotonic())
         await asyncio.sleep(interval_s)
+    print("\nclient gaps ms:", [round((b - a) * 1000) for a, b in itertools.pairwise(sent)])
     return await asyncio.gather(*futures, return_exceptions=True)
 
 
@@ -83,10 +89,11 @@ async def test_a_burst_of_twenty_keystrokes_makes_a_few_backend_requests(
     start = case["prefix"][:-20]
     uri = client.open(start + case["suffix"])
     before = await settled_requests(external_vllm)
-    results = await type_burst(client, uri, start, typed, interval_s=0.05)
+    # 10 keys a second, as the issue puts it; the adaptive wait becomes 150 ms.
+    results = await type_burst(client, uri, start, typed, interval_s=0.1)
     after = await settled_requests(external_vllm)
-    print(f"\n20 keystrokes at 50 ms: {after - before:.0f} backend requests")
-    assert after - before <= 4
+    print(f"\n20 keystrokes at 100 ms: {after - before:.0f} backend requests")
+    assert after - before <= 5
     # The last request (not cancelled) answers with the memorised middle.
     last = results[-1]
     assert isinstance(last, types.InlineCompletionList), last
@@ -94,3 +101,72 @@ async def test_a_burst_of_twenty_keystrokes_makes_a_few_backend_requests(
     # The earlier ones were cancelled by the client (or answered empty).
     for result in results[:-1]:
         assert isinstance(result, Exception) or not result.items
+
+
+async def test_status_reports_stage_timings(client: GhostClient) -> None:
+    case = example("py_single_line")
+    text = case["prefix"] + case["suffix"]
+    uri = client.open(text)
+    assert [i.insert_text for i in await client.complete(uri, *position_of(text, len(case["prefix"])))] \
+        == [case["middle"]]
+    timings = (await client.command("vllmGhost.status"))["detail"]["timings"]
+    for stage in ("prompt", "first_token", "cleanup", "total", "overhead"):
+        assert set(timings[stage]) == {"p50", "p95", "n"}, stage
+    assert timings["total"]["p50"] >= timings["overhead"]["p50"]
+    print(f"\nstage timings: {timings}")
+
+
+async def _generated_for(client: GhostClient, server: VllmServer, multiline: str, name: str) -> tuple[str, float]:
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings=external_options(server, multiline=multiline)))
+    case = example(name)
+    text = case["prefix"] + case["suffix"]
+    uri = client.open(text)
+    before = server.metric("vllm:generation_tokens_total")
+    items = await client.complete(uri, *position_of(text, len(case["prefix"])))
+    await asyncio.sleep(0.5)  # let the abort land before reading the counter
+    return items[0].insert_text if items else "", server.metric("vllm:generation_tokens_total") - before
+
+
+async def test_single_line_mode_stops_the_stream_at_the_line_end(client: GhostClient,
+                                                                 external_vllm: VllmServer) -> None:
+    case = example("py_long_middle")
+    first_line = case["middle"].split("\n", 1)[0]
+    try:
+        whole, whole_tokens = await _generated_for(client, external_vllm, "always", "py_long_middle")
+        line, line_tokens = await _generated_for(client, external_vllm, "never", "py_long_middle")
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings=external_options(external_vllm)))
+    print(f"\ngenerated tokens: whole block {whole_tokens:.0f}, single line {line_tokens:.0f}")
+    assert line == first_line and whole.startswith(first_line + "\n")
+    # The tiny model writes the whole 42-token block in a few ms on a quiet machine, before the
+    # abort lands: fewer tokens is likely, not certain (the unit tests check the early close).
+    assert line_tokens <= whole_tokens
+
+
+async def test_typing_through_a_shown_completion_makes_no_backend_request(
+        client: GhostClient, external_vllm: VllmServer) -> None:
+    case = example("py_single_line")
+    text = case["prefix"] + case["suffix"]
+    uri = client.open(text)
+    shown = await client.complete(uri, *position_of(text, len(case["prefix"])))
+    assert [item.insert_text for item in shown] == [case["middle"]]
+    before = await settled_requests(external_vllm)
+    typed = ""
+    for char in case["middle"][:8]:
+        position = position_of(case["prefix"] + typed, len(case["prefix"] + typed))
+        client.edit(uri, position, position, char)
+        typed += char
+        cursor = position_of(case["prefix"] + typed, len(case["prefix"] + typed))
+        items = await client.complete(uri, *cursor)
+        assert [item.insert_text for item in items] == [case["middle"][len(typed):]], typed
+        assert items[0].range is not None and items[0].range.start == types.Position(*cursor)
+    assert await settled_requests(external_vllm) == before
+    cache = (await client.command("vllmGhost.status"))["detail"]["cache"]
+    assert cache["hits"] >= 8
+    # A keystroke off the shown text goes to the model again.
+    position = position_of(case["prefix"] + typed, len(case["prefix"] + typed))
+    client.edit(uri, position, position, "#")
+    await client.complete(uri, position[0], position[1] + 1)
+    assert await settled_requests(external_vllm) == before + 1

@@ -8,7 +8,7 @@ its HTTP stream closes and vLLM aborts the generation. Clients that never send
 
 Debounce policy (`completion.debounceMs`):
 - N >= 0: wait N ms before asking the backend (0 = never wait).
-- -1 (adaptive): wait a little longer than the user's recent median interval
+- -1 (adaptive): wait 1.5 x the user's recent median interval
   between requests, at most ADAPTIVE_CAP_S, so that while the user types fast
   the next keystroke usually arrives inside the wait and the superseded request
   never reaches vLLM; the first request after a pause (or with no history)
@@ -32,8 +32,9 @@ T = TypeVar("T")
 ADAPTIVE = -1
 # The most the adaptive policy ever waits: humans call 100-150 ms "instant".
 ADAPTIVE_CAP_S = 0.150
-# Wait this much longer than the median interval: half the keys come later than the median.
-ADAPTIVE_FACTOR = 1.25
+# Wait this much longer than the median interval: half the keys come later than the median,
+# and a loaded machine (or a human) adds jitter.
+ADAPTIVE_FACTOR = 1.5
 # A gap this long is a pause, not typing: it resets the wait to 0 and is not a typing interval.
 PAUSE_S = 1.0
 # How many recent intervals the median looks at (a few seconds of typing).
@@ -68,7 +69,7 @@ class TypingRate:
 
 
 def adaptive_delay(intervals: deque[float] | list[float], gap: float | None) -> float:
-    """Seconds to wait: 0 after a pause or with no history, else ~1.25 x the median interval,
+    """Seconds to wait: 0 after a pause or with no history, else 1.5 x the median interval,
     capped at ADAPTIVE_CAP_S."""
     if gap is None or gap >= PAUSE_S or not intervals:
         return 0.0
