@@ -55,6 +55,11 @@ class VllmSettings:
     port: int = 0
     startup_timeout_s: float = 1800.0
     keep_alive: bool = False
+    # Supervision: restarts in a row (each launch failed to start or died within
+    # restart_window_s of becoming ready) before giving up; 0 = never restart.
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+    health_interval_s: float = 5.0  # how often /health is checked while serving
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ class SettingsError(ValueError):
 _RANGES: dict[str, tuple[float, float]] = {
     "vllm.port": (0, 65535),
     "vllm.startupTimeoutS": (1, 86400),
+    "vllm.maxRestarts": (0, 100),
+    "vllm.restartWindowS": (1, 86400),
+    "vllm.healthIntervalS": (0.1, 3600),
     "completion.maxTokens": (1, 8192),
     "completion.temperature": (0, 2),
     "completion.debounceMs": (-1, 5000),
@@ -205,4 +213,10 @@ def redacted(settings: Settings) -> dict[str, Any]:
     wire = to_wire(settings)
     if wire["backend"]["apiKey"]:
         wire["backend"]["apiKey"] = "***"
+    # vllm.env may carry tokens (HF_TOKEN, ...); show which are set, not their values.
+    wire["vllm"]["env"] = {key: ("***" if _SECRET_NAME.search(key) else value)
+                           for key, value in wire["vllm"]["env"].items()}
     return wire
+
+
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw|auth|credential)")

@@ -6,6 +6,21 @@ when the server dies, so EOF on stdin is a death notice that needs no
 co-operation from the server. vLLM's EngineCore outlives a killed API server
 (vLLM issues 55510, 34816), hence the whole group, not just the child.
 
+Two processes, because the server's direct child is not safe: asyncio kills a
+still-running child with SIGKILL when the server's interpreter exits without
+stopping it, and nothing can clean up after a SIGKILL. So the direct child (the
+"outer" guardian) only waits; its forked child, the watcher, starts vLLM and
+watches stdin, its parent and vLLM. Whichever of them dies, the watcher clears
+vLLM's group:
+
+    language server --stdin pipe--> outer guardian --fork--> watcher --setsid--> vLLM (+ EngineCore, workers)
+
+Lines on stdout for the server (vLLM's own output shares the pipe):
+    vllm-ghost-guardian: pid N        vLLM started; N is its pid and process group
+    vllm-ghost-guardian: exited C     vLLM's API server ended (C: exit code, -signal);
+                                      sent before the group is cleared, so the server
+                                      can fail in-flight requests at once
+
 Usage: python -m langserver.backend.guardian VLLM_ARGV...
 """
 
@@ -20,15 +35,19 @@ import sys
 import threading
 import time
 
-GRACE_S = 10.0
+# vLLM shuts down in a second or two on SIGTERM; after this, SIGKILL. Short,
+# because "no process left 5 s after the editor died" is the promise.
+GRACE_S = 3.0
 PR_SET_PDEATHSIG = 1
+PARENT_ENV = "VLLM_GHOST_PARENT_PID"
+PREFIX = "vllm-ghost-guardian:"
 
 
-def _die_with_parent() -> None:
-    """Belt and braces: the kernel also signals us when the server dies (Linux only)."""
+def _die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """The kernel signals us when our parent dies (Linux only; a no-op elsewhere)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     except (OSError, AttributeError):
         pass
 
@@ -43,39 +62,40 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_group(pgid: int, child: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> None:
-    """SIGTERM the group, wait for it to drain, then SIGKILL what is left."""
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
+
+
+def kill_group(pgid: int, child: subprocess.Popen[bytes] | None = None, grace_s: float = GRACE_S) -> None:
+    """SIGTERM the group (and SIGCONT, so stopped members see it), wait, then SIGKILL what is left."""
     try:
         os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGCONT)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        child.poll()
+        if child is not None:
+            child.poll()  # reap the API server, or the group never looks empty
         if not _group_alive(pgid):
             return
-        time.sleep(0.1)
-    try:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    child.poll()
+    if child is not None:
+        child.poll()
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python -m langserver.backend.guardian VLLM_ARGV...", file=sys.stderr)
-        return 2
+def _exit_status(code: int) -> int:
+    return code if code >= 0 else 128 - code
+
+
+def _watch(argv: list[str], outer_pid: int) -> int:
+    """The watcher: start vLLM, wait for a reason to stop, clear its group."""
     _die_with_parent()
-    if os.getppid() == 1:
-        return 1  # the server died before we got here
-    try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-    except OSError as err:
-        print(f"vllm-ghost-guardian: cannot start {argv[0]}: {err.strerror}", file=sys.stderr, flush=True)
-        return 127
-    pgid = child.pid
-    print(f"vllm-ghost-guardian: pid {pgid}", file=sys.stderr, flush=True)
+    if os.getppid() != outer_pid:
+        return 1  # the outer guardian died before we got here
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -83,6 +103,13 @@ def main(argv: list[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as err:
+        _say(f"cannot start {argv[0]}: {err.strerror}")
+        return 127
+    pgid = child.pid
+    _say(f"pid {pgid}")
 
     def watch_stdin() -> None:
         # os.read, not sys.stdin: a daemon thread blocked in a buffered read
@@ -93,13 +120,48 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    while not stop.is_set() and child.poll() is None:
-        stop.wait(0.2)
+    while not stop.is_set() and child.poll() is None and os.getppid() == outer_pid:
+        stop.wait(0.1)
+    code = child.poll()
+    if code is not None:
+        _say(f"exited {code}")
     # Whether asked to stop or the API server died, clear the group: orphaned
     # engine processes would keep holding GPU memory.
     kill_group(pgid, child)
     code = child.wait()
-    return code if code >= 0 else 128 - code
+    return _exit_status(code)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m langserver.backend.guardian VLLM_ARGV...", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    expected = os.environ.pop(PARENT_ENV, "")
+    if (expected and str(os.getppid()) != expected) or os.getppid() == 1:
+        return 1  # the server died before we got here
+    outer = os.getpid()
+    watcher = os.fork()
+    if watcher == 0:
+        code = 1
+        try:
+            code = _watch(argv, outer)
+        finally:
+            os._exit(code)
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(watcher, signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while True:
+        try:
+            _, status = os.waitpid(watcher, 0)
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+    return _exit_status(os.waitstatus_to_exitcode(status))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""Owns the backend for the server: a managed vLLM or an external endpoint,
-the client that talks to it, and the status the user sees."""
+"""Owns the backend for the server: a managed vLLM (under a supervisor) or an
+external endpoint, the client that talks to it, and the status the user sees.
+
+`generate` never waits on a dead backend: when the managed vLLM dies (or is
+stopped, or restarted) every in-flight request ends at once with
+BackendUnavailable, which the server answers with an empty list.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,69 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+import openai
 
 from langserver.backend.client import BackendClient, BackendError, Endpoint
 from langserver.backend.status import Status
-from langserver.backend.vllm import LogCallback, ManagedVllm
+from langserver.backend.supervisor import Supervisor
+from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, is_loopback
 from langserver.completion.prompt import STOP_TOKENS, PromptRequest
 from langserver.settings import Settings
 
+# A connection error this soon before vLLM's exit is noticed is the exit, not a network problem.
+DEATH_GRACE_S = 1.0
+
 
 class BackendUnavailable(RuntimeError):
-    """No backend to ask right now (starting, failed, stopped): answer empty at once."""
+    """No backend to ask right now (starting, failed, stopped, restarting): answer empty at once."""
 
 
 class BackendManager:
-    def __init__(self, on_status: Callable[[Status], None], on_log: LogCallback) -> None:
+    def __init__(self, on_status: Callable[[Status], None], on_log: LogCallback,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self._on_status = on_status
         self._on_log = on_log
+        self._on_warning_cb = on_warning
+        self._warned: set[str] = set()
         self.settings = Settings()
         self.status = Status("stopped", "not started")
+        self.supervisor: Supervisor | None = None
         self.vllm: ManagedVllm | None = None
         self.client: BackendClient | None = None
         self.max_model_len: int | None = None
         self._lock = asyncio.Lock()
-        self._watch: asyncio.Task[None] | None = None
+        # Set when the backend that `client` talks to goes away; one event per launch.
+        self._down = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _set_status(self, status: Status) -> None:
         self.status = status
         self._on_status(status)
 
+    def warn(self, message: str) -> None:
+        """A security or configuration warning, once per server session."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if self._on_warning_cb is not None:
+            self._on_warning_cb(message)
+        else:
+            self._on_log(f"warning: {message}")
+
+    @property
+    def warnings(self) -> list[str]:
+        return sorted(self._warned)
+
+    # The lock covers changing what runs, never the minutes a model takes to load:
+    # a stop, restart or new setting during a load must not wait for the load.
     async def start(self, settings: Settings) -> None:
         async with self._lock:
-            await self._start(settings)
+            supervisor = await self._start(settings)
+        if supervisor is not None:
+            await supervisor.settled()
 
     async def stop(self) -> None:
         async with self._lock:
@@ -46,25 +83,54 @@ class BackendManager:
     async def restart(self, settings: Settings | None = None) -> None:
         async with self._lock:
             await self._stop()
-            await self._start(settings or self.settings)
+            supervisor = await self._start(settings or self.settings)
+        if supervisor is not None:
+            await supervisor.settled()
 
-    async def _start(self, settings: Settings) -> None:
+    async def _start(self, settings: Settings) -> Supervisor | None:
         self.settings = settings
         self.max_model_len = None
         if settings.backend.mode == "external":
-            self.client = BackendClient(external_endpoint(settings), settings.completion.timeout_ms / 1000)
+            endpoint = external_endpoint(settings)
+            self._check_external_url(endpoint.base_url)
+            self._down = asyncio.Event()
+            self.client = BackendClient(endpoint, settings.completion.timeout_ms / 1000)
             await self._probe_model()
-            return
-        self.vllm = ManagedVllm(settings, self._set_status, self._on_log)
-        if not await self.vllm.start():
-            return
-        assert self.vllm.endpoint is not None
-        self.client = BackendClient(self.vllm.endpoint, settings.completion.timeout_ms / 1000)
-        await self._probe_model()
-        if self.vllm.process is not None:
-            self._watch = asyncio.create_task(self._watch_exit(self.vllm))
+            return None
+        self.supervisor = Supervisor(settings, self._set_status, self._on_log, self.warn,
+                                     on_up=self._launch_up, on_down=self._launch_down)
+        self.supervisor.launch()
+        return self.supervisor
 
-    async def _probe_model(self) -> None:
+    def _check_external_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            self.warn(f"vllmGhost.backend.url {parts.scheme}://{parts.netloc} is plain http to another machine: "
+                      "your code and the API key cross the network unencrypted; use https or an SSH tunnel.")
+
+    async def _launch_up(self, vllm: ManagedVllm) -> Failure | None:
+        """A launch answers /health: make its client and check the model; a Failure if it is not usable."""
+        assert vllm.endpoint is not None
+        self.vllm = vllm
+        self._down = asyncio.Event()
+        self.client = BackendClient(vllm.endpoint, self.settings.completion.timeout_ms / 1000)
+        problem = await self._probe_model()
+        if problem is not None:
+            return Failure(problem)
+        return None
+
+    def _launch_down(self, reason: str) -> None:
+        """The launch is gone or going: fail in-flight requests now, drop its client."""
+        self._down.set()
+        client, self.client = self.client, None
+        self.vllm = None
+        if client is not None:
+            task = asyncio.get_running_loop().create_task(client.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _probe_model(self) -> str | None:
+        """Ask the model's details; set the status; return the problem, if any."""
         assert self.client is not None
         detail: dict[str, object] = {"model": self.settings.model.name, "mode": self.settings.backend.mode,
                                      "url": self.client.endpoint.base_url}
@@ -72,54 +138,93 @@ class BackendManager:
             detail["pid"] = self.vllm.vllm_pid
             if self.vllm.ready_after_s is not None:
                 detail["startupSeconds"] = round(self.vllm.ready_after_s, 2)
+        if self.supervisor is not None:
+            detail["restarts"] = self.supervisor.restarts
+            if self.supervisor.last_failure is not None:
+                detail["lastFailure"] = self.supervisor.last_failure.message
+        if self._warned:
+            detail["warnings"] = self.warnings
         try:
             info = await self.client.model_info()
         except BackendError as err:
             self._set_status(Status("error", str(err), detail))
-            return
+            return str(err)
         except Exception as err:
-            self._set_status(Status("error", f"cannot reach {self.client.endpoint.base_url}: {err}", detail))
-            return
+            message = f"cannot reach {self.client.endpoint.base_url}: {err}"
+            self._set_status(Status("error", message, detail))
+            return message
         stop_ids = await self.client.resolve_stop_tokens(STOP_TOKENS)
         detail["stopTokenIds"] = stop_ids
         length = info.get("max_model_len")
         self.max_model_len = length if isinstance(length, int) else None
         detail["maxModelLen"] = self.max_model_len
         self._set_status(Status("ready", f"{self.settings.model.name} ready", detail))
-
-    async def _watch_exit(self, vllm: ManagedVllm) -> None:
-        assert vllm.process is not None
-        code = await vllm.process.wait()
-        if not vllm._stopping:
-            lines = list(vllm.tail)[-20:]
-            self._set_status(Status("error", f"vLLM exited unexpectedly (code {code}); "
-                                    "run 'vLLM Ghost: Restart Model'", {"lastLines": lines}))
+        return None
 
     async def _stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-            self._watch = None
-        if self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.client.close()
-            self.client = None
-        if self.vllm is not None:
-            await self.vllm.stop()
-            self.vllm = None
+        if self.supervisor is not None:
+            self._launch_down("stopped")
+            await self.supervisor.stop()
+            self.supervisor = None
+            self._launch_down("stopped")  # a launch cut short while it was being probed
         else:
+            self._launch_down("stopped")
             self._set_status(Status("stopped", "backend stopped"))
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=5.0)
 
     async def generate(self, prompt: PromptRequest) -> str:
         client = self.client
+        down = self._down
         external = self.settings.backend.mode == "external"
-        if client is None or (self.status.state != "ready" and not external):
+        if client is None or down.is_set() or (self.status.state != "ready" and not external):
             raise BackendUnavailable(self.status.message or self.status.state)
-        text = await client.complete(prompt)
+        request = asyncio.ensure_future(client.complete(prompt))
+        death = asyncio.ensure_future(down.wait())
+        try:
+            await asyncio.wait({request, death}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Cancelled from outside (time-out, $/cancelRequest) or the backend died:
+            # either way the HTTP stream closes, and vLLM aborts the generation.
+            death.cancel()
+            if not request.done():
+                request.cancel()
+                with contextlib.suppress(BaseException):
+                    await request
+        if not request.done() or request.cancelled():
+            raise BackendUnavailable("vLLM went away during the request; restarting")
+        error = request.exception()
+        if error is not None:
+            raise await self._explain(error, down) from error
+        text = request.result()
         if external and self.status.state != "ready":
             await self._probe_model()
         return text
+
+    async def _explain(self, error: BaseException, down: asyncio.Event) -> Exception:
+        """The exception a failed request should raise: quiet when the managed vLLM just died."""
+        if self.settings.backend.mode == "managed" and _is_connection_error(error):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(down.wait(), DEATH_GRACE_S)
+            if down.is_set():
+                return BackendUnavailable("vLLM went away during the request; restarting")
+        if isinstance(error, BackendError | BackendUnavailable):
+            return error
+        if isinstance(error, Exception):
+            # The client's stream loop lets transport errors through (a truncated chunked body).
+            return BackendError(f"backend connection broke during the answer: {type(error).__name__}")
+        raise error
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, openai.APIConnectionError | httpx.TransportError | ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+        if seen is error:
+            break
+    return False
 
 
 def external_endpoint(settings: Settings) -> Endpoint:

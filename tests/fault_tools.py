@@ -1,0 +1,217 @@
+"""Tools for the fault-injection suite (tests/test_faults_*.py): the scripted
+server as a subprocess, a /proc scan for leftover processes, and the fault
+report that scripts/bench-faults prints as a table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.lsp_client import GhostClient
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTED = ROOT / "tests" / "scripted_server.py"
+REPORT_ENV = "VLLM_GHOST_FAULT_REPORT"
+
+
+# --- the scripted server (see tests/scripted_server.py) ---------------------------------------------
+class ScriptedProcess:
+    """The scripted OpenAI-compatible server, run as its own process (external-mode faults)."""
+
+    def __init__(self, *args: str, key: str = "") -> None:
+        env = {**os.environ, "VLLM_API_KEY": key}
+        self.process = subprocess.Popen([sys.executable, str(SCRIPTED), "--host", "127.0.0.1", "--port", "0", *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        if "listening on" not in line:
+            raise RuntimeError(f"scripted server did not start: {line!r}")
+        self.port = int(line.rsplit(" ", 1)[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+async def script(url: str, **script: Any) -> None:
+    """Tell a scripted server (by base URL, without /v1) what to do next."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        (await http.post(url + "/_script", json=script)).raise_for_status()
+
+
+async def received(url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.get(url + "/_requests")
+        answer.raise_for_status()
+        result: list[dict[str, Any]] = answer.json()
+        return result
+
+
+async def info(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        result: dict[str, Any] = (await http.get(url + "/_info")).json()
+        return result
+
+
+def external_scripted_options(url: str, key: str = "", **completion: Any) -> dict[str, Any]:
+    return {
+        "backend": {"mode": "external", "url": url + "/v1", "apiKey": key},
+        "model": {"name": "tiny"},
+        "completion": {"timeoutMs": 3000, "debounceMs": 0, **completion},
+    }
+
+
+def managed_scripted_options(*server_args: str, model: str = "scripted-model", **vllm: Any) -> dict[str, Any]:
+    """The scripted server as the *managed* vLLM: the supervisor starts, watches and restarts it."""
+    return {
+        "model": {"path": model, "name": "tiny"},
+        "vllm": {"command": [sys.executable, str(SCRIPTED), *server_args], "args": [], "startupTimeoutS": 60,
+                 "healthIntervalS": 0.5, **vllm},
+        "completion": {"timeoutMs": 3000, "debounceMs": 0},
+    }
+
+
+# --- processes ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    pgrp: int
+    sid: int
+    start: int  # clock ticks after boot: (pid, start) names one process even after pid reuse
+    cmdline: str
+    environ: str = field(repr=False, default="")
+
+
+def _read_proc(pid: int, with_environ: bool = False) -> Proc | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        environ = ""
+        if with_environ:
+            with contextlib.suppress(OSError):
+                environ = Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None  # a zombie holds nothing; its parent just has not reaped it
+    return Proc(pid=pid, ppid=int(fields[1]), pgrp=int(fields[2]), sid=int(fields[3]), start=int(fields[19]),
+                cmdline=cmdline.strip(), environ=environ)
+
+
+def all_procs(with_environ: bool = False) -> list[Proc]:
+    procs = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            proc = _read_proc(int(entry), with_environ)
+            if proc is not None:
+                procs.append(proc)
+    return procs
+
+
+def tree(root: int) -> dict[int, Proc]:
+    """The live process tree under (and including) root."""
+    procs = all_procs()
+    children: dict[int, list[Proc]] = {}
+    for proc in procs:
+        children.setdefault(proc.ppid, []).append(proc)
+    found: dict[int, Proc] = {}
+    stack = [proc for proc in procs if proc.pid == root]
+    while stack:
+        proc = stack.pop()
+        found[proc.pid] = proc
+        stack.extend(children.get(proc.pid, []))
+    return found
+
+
+def leftovers(snapshot: dict[int, Proc], markers: tuple[str, ...] = ()) -> list[Proc]:
+    """Live processes that belong to what the snapshot saw: the same process (pid and start
+    time), the same process group or session (vLLM's is its own; EngineCore renames itself,
+    so its command line names nothing), or a marker (unique model path, port, tag) in the
+    command line or environment."""
+    own = {os.getpgrp(), os.getsid(0), 0, 1}
+    groups = {proc.pgrp for proc in snapshot.values()} | {proc.sid for proc in snapshot.values()}
+    groups -= own
+    me = os.getpid()
+    found = []
+    for proc in all_procs(with_environ=bool(markers)):
+        if proc.pid == me:
+            continue
+        seen = snapshot.get(proc.pid)
+        if (seen is not None and seen.start == proc.start) or proc.pgrp in groups or proc.sid in groups \
+                or any(marker in proc.cmdline or marker in proc.environ for marker in markers):
+            found.append(proc)
+    return found
+
+
+async def wait_no_leftovers(snapshot: dict[int, Proc], markers: tuple[str, ...], timeout: float) -> list[Proc]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftovers(snapshot, markers)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.1)
+
+
+def kill_leftovers(procs: list[Proc]) -> None:
+    """Clean up after a failed orphan check, so one failure does not poison the machine."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+
+
+def describe(procs: list[Proc]) -> str:
+    return "; ".join(f"{proc.pid} (pgrp {proc.pgrp}) {proc.cmdline[:120]}" for proc in procs)
+
+
+# --- language server sessions ---------------------------------------------------------------------
+async def launch(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", "error"),
+                 timeout: float = 60.0) -> GhostClient:
+    client = GhostClient()
+    await client.launch()
+    await client.open_session(options)
+    if wait_for:
+        await client.wait_status(*wait_for, timeout=timeout)
+    return client
+
+
+def everything_seen(client: GhostClient) -> str:
+    """All a user (or another user, via ps) could see of the session, for secret checks."""
+    return "\n".join([
+        json.dumps(client.statuses, default=str),
+        "\n".join(message.message for message in client.messages),
+        "\n".join(client.logs),
+        "".join(client.stderr),
+    ])
+
+
+def states(client: GhostClient) -> list[str]:
+    return [status["state"] for status in client.statuses]
+
+
+# --- the fault report -----------------------------------------------------------------------------
+def record(fault: str, survived: bool, recovery_s: float | None = None, left: int = 0, note: str = "") -> None:
+    """One row of the fault table (scripts/bench-faults prints them); also printed for `pytest -s`."""
+    row = {"fault": fault, "survived": survived, "recovery_s": None if recovery_s is None else round(recovery_s, 2),
+           "left": left, "note": note}
+    print(f"\nfault: {json.dumps(row)}")
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
