@@ -2,6 +2,7 @@
 // settings, forward configuration, restart, and turn failures into one message with the fix.
 import * as vscode from 'vscode';
 import {
+  ClientCapabilities,
   CloseAction,
   CloseHandlerResult,
   DidChangeConfigurationNotification,
@@ -9,12 +10,12 @@ import {
   ErrorAction,
   ErrorHandlerResult,
   ExecuteCommandRequest,
+  FeatureState,
   LanguageClient,
   LanguageClientOptions,
   ServerOptions,
   State,
   StaticFeature,
-  TransportKind,
   WorkDoneProgress,
   WorkDoneProgressCreateRequest,
 } from 'vscode-languageclient/node';
@@ -39,12 +40,52 @@ const STOP_TIMEOUT_MS = 20000;
 const MAX_CRASHES = 3;
 const CRASH_WINDOW_MS = 3 * 60 * 1000;
 
+/**
+ * Work-done progress drives the status bar item (one spinner, not the library's second one
+ * in the window's progress area). Replaces the built-in progress feature.
+ */
+class StatusProgressFeature implements StaticFeature {
+  constructor(
+    private readonly client: LanguageClient,
+    private readonly onValue: (text: string | undefined) => void,
+  ) {}
+
+  getState(): FeatureState {
+    return { kind: 'static' };
+  }
+
+  fillClientCapabilities(capabilities: ClientCapabilities): void {
+    capabilities.window = { ...capabilities.window, workDoneProgress: true };
+  }
+
+  initialize(): void {
+    this.client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
+      const subscription = this.client.onProgress(WorkDoneProgress.type, token, value => {
+        this.onValue(progressText(value));
+        if (value.kind === 'end') {
+          subscription.dispose();
+        }
+      });
+    });
+  }
+
+  clear(): void {
+    this.onValue(undefined);
+  }
+}
+
 class GhostLanguageClient extends LanguageClient {
-  // The palette commands call the server's commands themselves: the built-in feature would
-  // register `vllmGhost.restartModel` a second time, and only while a server runs.
   public override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
-    if ('registrationType' in feature && feature.registrationType.method === ExecuteCommandRequest.method) {
-      return;
+    if (!(feature instanceof StatusProgressFeature)) {
+      // The palette commands call the server's commands themselves: the built-in feature would
+      // register `vllmGhost.restartModel` a second time, and only while a server runs.
+      if ('registrationType' in feature && feature.registrationType.method === ExecuteCommandRequest.method) {
+        return;
+      }
+      const state = feature.getState();
+      if (state.kind === 'window' && state.id === WorkDoneProgressCreateRequest.method) {
+        return; // replaced by StatusProgressFeature
+      }
     }
     super.registerFeature(feature);
   }
@@ -137,18 +178,18 @@ export class ServerManager implements vscode.Disposable {
     this.statusBar.setStatus({ state: 'starting', message: 'Starting the language server', detail: {} });
     const command = await this.resolveCommand();
     if (!command) {
-      this.fail('the language server was not found (no `vllm-ghost` on PATH and no Python interpreter selected).');
+      this.fail('no language server found (vllm-ghost is not on PATH and no Python interpreter is selected).');
       return;
     }
     if (!isRunnable(command.command)) {
-      this.fail(`the server command \`${describeCommand(command)}\` cannot be run: \`${command.command}\` was not found.`);
+      this.fail(`the server command ${describeCommand(command)} cannot be run (${command.command} not found).`);
       return;
     }
     logInfo(`starting the language server (${command.source}): ${describeCommand(command)}`);
     const serverOptions: ServerOptions = {
       command: command.command,
       args: command.args,
-      transport: TransportKind.stdio,
+      // No `transport`: with TransportKind.stdio the library appends `--stdio` to the argv.
       options: { env: { ...process.env, PYTHONUNBUFFERED: '1' } },
     };
     const clientOptions: LanguageClientOptions = {
@@ -174,6 +215,7 @@ export class ServerManager implements vscode.Disposable {
       },
     };
     const client = new GhostLanguageClient('vllmGhost', 'vLLM Ghost', serverOptions, clientOptions);
+    client.registerFeature(new StatusProgressFeature(client, text => this.statusBar.setProgress(text)));
     this.client = client;
     client.onNotification(STATUS_NOTIFICATION, raw => this.statusBar.setStatus(parseStatus(raw)));
     client.onDidChangeState(event => {
@@ -183,29 +225,26 @@ export class ServerManager implements vscode.Disposable {
     });
     try {
       await client.start();
+      // start() can resolve although the server exited during initialize (the library clears
+      // its start promise when the connection closes): check the state.
+      if (client.state !== State.Running) {
+        throw new Error('the server exited during initialization');
+      }
     } catch (err) {
       if (this.client === client) {
         this.client = undefined;
       }
-      await client.dispose(2000).catch(() => undefined);
-      const tail = this.stderrTail.slice(-3).join(' | ');
-      this.fail(`the language server \`${describeCommand(command)}\` failed to start (${errorText(err)})${tail ? ': ' + tail : ''}.`);
+      const why = this.stderrTail.at(-1) ?? errorText(err);
+      this.fail(`the server command ${describeCommand(command)} failed at start: ${why}`);
+      // A client whose start failed may never settle its stop: do not wait for it.
+      void client.dispose(2000).catch(() => undefined);
     }
   }
 
-  /** After every (re)start: our own progress display and a fresh status. */
+  /** After every (re)start: a fresh status.  */
   private onRunning(client: GhostLanguageClient): void {
     this.running = true;
     this.notified.clear();
-    // Work-done progress from the server drives the status bar item (one spinner, not two).
-    client.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
-      const subscription = client.onProgress(WorkDoneProgress.type, token, value => {
-        this.statusBar.setProgress(progressText(value));
-        if (value.kind === 'end') {
-          subscription.dispose();
-        }
-      });
-    });
     client
       .sendRequest(ExecuteCommandRequest.type, { command: SERVER_STATUS, arguments: [] })
       .then(result => {
@@ -226,7 +265,7 @@ export class ServerManager implements vscode.Disposable {
     this.crashes = [...this.crashes.filter(time => now - time < CRASH_WINDOW_MS), now];
     const tail = this.stderrTail.slice(-3).join(' | ');
     if (this.crashes.length > MAX_CRASHES) {
-      this.fail(`the language server crashed ${this.crashes.length} times in 3 minutes and was not restarted${tail ? ': ' + tail : ''}.`);
+      this.fail(`the language server crashed ${this.crashes.length} times in 3 minutes: ${this.stderrTail.at(-1) ?? 'no output'}`);
       return { action: CloseAction.DoNotRestart, handled: true };
     }
     logError(`the language server exited; restarting it${tail ? ' (last output: ' + tail + ')' : ''}`);
@@ -236,7 +275,7 @@ export class ServerManager implements vscode.Disposable {
 
   private fail(reason: string): void {
     logError(reason);
-    this.statusBar.setStatus({ state: 'error', message: reason.replace(/`/g, ''), detail: { lastLines: this.stderrTail.slice(-5) } });
+    this.statusBar.setStatus({ state: 'error', message: reason, detail: { lastLines: this.stderrTail.slice(-5) } });
     const message = missingServerMessage(reason);
     if (this.notified.has(message)) {
       return;
@@ -244,7 +283,9 @@ export class ServerManager implements vscode.Disposable {
     this.notified.add(message);
     void vscode.window.showErrorMessage(message, 'Open Setting', 'Show Log').then(choice => {
       if (choice === 'Open Setting') {
-        void vscode.commands.executeCommand('workbench.action.openSettings', `${SECTION}.server.command`);
+        // The setting is machine-overridable: in a remote window it lives in the remote's settings.
+        const command = vscode.env.remoteName ? 'workbench.action.openRemoteSettings' : 'workbench.action.openSettings';
+        void vscode.commands.executeCommand(command, { query: `${SECTION}.server.command` });
       } else if (choice === 'Show Log') {
         this.log.show(true);
       }

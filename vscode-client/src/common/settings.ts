@@ -102,11 +102,11 @@ export function describeCommand(command: ServerCommand): string {
   return [command.command, ...command.args].map(part => (/[\s"']/.test(part) ? JSON.stringify(part) : part)).join(' ');
 }
 
-/** The one message shown when the server cannot be started, with the fix. */
+/** The one message shown when the server cannot be started: the cause, then the fix. */
 export function missingServerMessage(reason: string): string {
+  const cause = /[.!?:)]$/.test(reason.trim()) ? reason.trim() : reason.trim() + '.';
   return (
-    `vLLM Ghost: ${reason} Install the language server with \`pip install vllm-ghost\` ` +
-    "(`pip install 'vllm-ghost[gpu]'` to get vLLM too), then set vllmGhost.server.command to its " +
-    'argv, e.g. ["/path/to/venv/bin/vllm-ghost", "lsp"], or select that environment in the Python extension.'
+    `vLLM Ghost: ${cause} Fix: pip install vllm-ghost (in the Python environment you use), then set ` +
+    'vllmGhost.server.command to its argv, e.g. ["/path/to/venv/bin/vllm-ghost", "lsp"].'
   );
 }

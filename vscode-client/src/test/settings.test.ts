@@ -119,9 +119,11 @@ describe('resolveServerCommand', () => {
     assert.equal(describeCommand({ command: '/a b/python', args: ['-m', 'langserver'], source: 'setting' }), '"/a b/python" -m langserver');
   });
 
-  it('tells the fix when the server is missing', () => {
-    const message = missingServerMessage('the language server was not found.');
+  it('tells the cause, then the fix', () => {
+    const message = missingServerMessage('the server command python -m langserver failed at start: No module named langserver');
+    assert.match(message, /^vLLM Ghost: the server command python -m langserver failed at start: No module named langserver\. Fix: /);
     assert.match(message, /pip install vllm-ghost/);
     assert.match(message, /vllmGhost\.server\.command/);
+    assert.match(missingServerMessage('not found.'), /^vLLM Ghost: not found\. Fix:/);
   });
 });
