@@ -271,4 +271,7 @@ async def restart_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
 
 @server.command(CMD_STATUS)
 def status(ls: GhostServer, *args: Any) -> dict[str, Any]:
-    return ls.status_object()
+    result = ls.status_object()
+    if "resetTimings" in args:  # start a new timing window (the typing benchmark, once per policy)
+        ls.timing_stats = TimingStats()
+    return result

@@ -60,7 +60,7 @@ class Timings:
 
 
 class TimingStats:
-    """Recent completions' stage timings; p50/p95 per stage in milliseconds."""
+    """Recent completions' stage timings; p50/p95/p99 per stage in milliseconds."""
 
     def __init__(self, window: int = WINDOW) -> None:
         self._samples: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in SUMMARY}
@@ -76,7 +76,8 @@ class TimingStats:
         for stage in SUMMARY:
             values = sorted(self._samples[stage])
             if values:
-                out[stage] = {"p50": percentile(values, 50), "p95": percentile(values, 95), "n": len(values)}
+                out[stage] = {"p50": percentile(values, 50), "p95": percentile(values, 95),
+                              "p99": percentile(values, 99), "n": len(values)}
         return out
 
 
