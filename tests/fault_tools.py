@@ -191,6 +191,17 @@ async def launch(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", 
     return client
 
 
+async def wait_new_status(client: GhostClient, mark: int, *wanted: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The first status in `wanted` that arrived after the first `mark` ones."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for status in client.statuses[mark:]:
+            if status["state"] in wanted:
+                return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no status in {wanted} after #{mark} within {timeout} s: {states(client)}")
+
+
 def everything_seen(client: GhostClient) -> str:
     """All a user (or another user, via ps) could see of the session, for secret checks."""
     return "\n".join([

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +30,63 @@ DEATH_GRACE_S = 1.0
 
 class BackendUnavailable(RuntimeError):
     """No backend to ask right now (starting, failed, stopped, restarting): answer empty at once."""
+
+
+class LaunchClient(BackendClient):
+    """The client for one launch (or one external session): its streams end the moment the
+    backend is known to be gone (`down`), with BackendUnavailable, instead of waiting for a
+    socket error or the completion time-out. Whoever streams from `manager.client` gets this."""
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float, down: asyncio.Event, managed: bool) -> None:
+        super().__init__(endpoint, timeout_s)
+        self.down = down
+        self.managed = managed
+
+    async def stream(self, request: PromptRequest) -> AsyncIterator[str]:
+        if self.down.is_set():
+            raise BackendUnavailable("the backend is restarting")
+        deltas = super().stream(request)
+        death = asyncio.ensure_future(self.down.wait())
+        step: asyncio.Future[str] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(deltas.__anext__())
+                await asyncio.wait({step, death}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    raise BackendUnavailable("vLLM went away during the request; restarting")
+                try:
+                    delta = step.result()
+                except StopAsyncIteration:
+                    return
+                except Exception as err:
+                    raise await self._explain(err) from err
+                step = None
+                yield delta
+        finally:
+            # Cancelled from outside (time-out, $/cancelRequest), finished, or the backend
+            # died: the HTTP stream closes either way, so vLLM aborts the generation.
+            death.cancel()
+            if step is not None:
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(BaseException):
+                        await step
+                elif not step.cancelled():
+                    step.exception()  # finished as we were cancelled: seen, so asyncio does not log it
+            with contextlib.suppress(Exception):
+                await deltas.aclose()  # type: ignore[attr-defined]
+
+    async def _explain(self, error: Exception) -> Exception:
+        """The exception a failed request raises: quiet (BackendUnavailable) when the managed vLLM just died."""
+        if self.managed and _is_connection_error(error):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.down.wait(), DEATH_GRACE_S)
+            if self.down.is_set():
+                return BackendUnavailable("vLLM went away during the request; restarting")
+        if isinstance(error, BackendError | BackendUnavailable):
+            return error
+        # The base client lets transport errors through from inside a stream (a truncated chunked body).
+        return BackendError(f"backend connection broke during the answer: {type(error).__name__}")
 
 
 class BackendManager:
@@ -94,7 +151,7 @@ class BackendManager:
             endpoint = external_endpoint(settings)
             self._check_external_url(endpoint.base_url)
             self._down = asyncio.Event()
-            self.client = BackendClient(endpoint, settings.completion.timeout_ms / 1000)
+            self.client = LaunchClient(endpoint, settings.completion.timeout_ms / 1000, self._down, managed=False)
             await self._probe_model()
             return None
         self.supervisor = Supervisor(settings, self._set_status, self._on_log, self.warn,
@@ -113,7 +170,8 @@ class BackendManager:
         assert vllm.endpoint is not None
         self.vllm = vllm
         self._down = asyncio.Event()
-        self.client = BackendClient(vllm.endpoint, self.settings.completion.timeout_ms / 1000)
+        self.client = LaunchClient(vllm.endpoint, self.settings.completion.timeout_ms / 1000, self._down,
+                                   managed=True)
         problem = await self._probe_model()
         if problem is not None:
             return Failure(problem)
@@ -173,47 +231,25 @@ class BackendManager:
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5.0)
 
+    async def stream(self, prompt: PromptRequest) -> AsyncIterator[str]:
+        """Text deltas from the backend; BackendUnavailable at once when there is none or it dies."""
+        client = self.client
+        external = self.settings.backend.mode == "external"
+        if client is None or (self.status.state != "ready" and not external):
+            raise BackendUnavailable(self.status.message or self.status.state)
+        deltas = client.stream(prompt)
+        try:
+            async for delta in deltas:
+                yield delta
+        finally:
+            await deltas.aclose()  # type: ignore[attr-defined]
+
     async def generate(self, prompt: PromptRequest) -> str:
         client = self.client
-        down = self._down
-        external = self.settings.backend.mode == "external"
-        if client is None or down.is_set() or (self.status.state != "ready" and not external):
-            raise BackendUnavailable(self.status.message or self.status.state)
-        request = asyncio.ensure_future(client.complete(prompt))
-        death = asyncio.ensure_future(down.wait())
-        try:
-            await asyncio.wait({request, death}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Cancelled from outside (time-out, $/cancelRequest) or the backend died:
-            # either way the HTTP stream closes, and vLLM aborts the generation.
-            death.cancel()
-            if not request.done():
-                request.cancel()
-                with contextlib.suppress(BaseException):
-                    await request
-        if not request.done() or request.cancelled():
-            raise BackendUnavailable("vLLM went away during the request; restarting")
-        error = request.exception()
-        if error is not None:
-            raise await self._explain(error, down) from error
-        text = request.result()
-        if external and self.status.state != "ready":
+        parts = [delta async for delta in self.stream(prompt)]
+        if self.settings.backend.mode == "external" and self.status.state != "ready" and client is self.client:
             await self._probe_model()
-        return text
-
-    async def _explain(self, error: BaseException, down: asyncio.Event) -> Exception:
-        """The exception a failed request should raise: quiet when the managed vLLM just died."""
-        if self.settings.backend.mode == "managed" and _is_connection_error(error):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(down.wait(), DEATH_GRACE_S)
-            if down.is_set():
-                return BackendUnavailable("vLLM went away during the request; restarting")
-        if isinstance(error, BackendError | BackendUnavailable):
-            return error
-        if isinstance(error, Exception):
-            # The client's stream loop lets transport errors through (a truncated chunked body).
-            return BackendError(f"backend connection broke during the answer: {type(error).__name__}")
-        raise error
+        return "".join(parts)
 
 
 def _is_connection_error(error: BaseException) -> bool:
