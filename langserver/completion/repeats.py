@@ -21,6 +21,8 @@ _IDENTIFIER = re.compile(r"\w")
 ECHO_LINES = 3
 # A copy of the suffix's first line is only recognised when the line says something.
 SIGNIFICANT_LINE = 6
+# Lines of the suffix compared when looking for a copy of it inside the completion.
+COPY_LINES = 3
 # A loop: a block of up to this many lines, three times in a row.
 MAX_PERIOD = 4
 
@@ -146,19 +148,35 @@ def _overlap_counts(text: str, size: int, context: Context) -> bool:
 
 
 def find_suffix_copy(text: str, context: Context) -> int | None:
-    """Offset of a line of `text` that starts a copy of the suffix's next non-blank lines."""
-    following = [line.rstrip() for line in context.suffix.split("\n")[1:] if line.strip()][:2]
+    """Offset of a line of `text` that starts a copy of the suffix's next lines.
+
+    The copy must run on: from there the completion's non-blank lines match the
+    suffix's next non-blank lines, at least two of them, or all the completion has
+    left (a short line such as `return False` alone recurs legitimately). The
+    completion's last line may be a copy cut short by the token limit."""
+    following = [line.rstrip() for line in context.suffix.split("\n")[1:] if line.strip()][:COPY_LINES]
     if not following or len(following[0].strip()) < SIGNIFICANT_LINE:
         return None
     lines = text.split("\n")
     offset = len(lines[0]) + 1
     for index in range(1, len(lines)):
         if lines[index].rstrip() == following[0]:
-            after = [line.rstrip() for line in lines[index + 1:] if line.strip()][:1]
-            if len(following) < 2 or not after or following[1].startswith(after[0]):
+            rest = [line.rstrip() for line in lines[index:] if line.strip()]
+            matched = _matching_lines(rest, following)
+            if matched >= 2 or matched == len(rest):
                 return offset
         offset += len(lines[index]) + 1
     return None
+
+
+def _matching_lines(lines: list[str], following: list[str]) -> int:
+    matched = 0
+    for position, (have, want) in enumerate(zip(lines, following, strict=False)):
+        if have == want or (position == len(lines) - 1 and want.startswith(have)):
+            matched += 1
+        else:
+            break
+    return matched
 
 
 def duplicates_suffix(text: str, context: Context) -> bool:
@@ -169,12 +187,14 @@ def duplicates_suffix(text: str, context: Context) -> bool:
         return False
     if text.startswith(suffix):
         return True
-    # The first line as it would stand in the document, indentation included: a short
-    # line such as `return False` recurs at other depths legitimately.
+    # Its lines as they would stand in the document, indentation included, are the
+    # suffix's next lines: nothing new. (One equal line in a longer answer is not a
+    # copy: `return 0` then `if n == 1:` before `return 0` is a fill-in-the-middle answer.)
     body = text.lstrip("\r\n")
-    head = (context.line_prefix if body == text else "") + body.split("\n", 1)[0]
-    following = next((line for line in suffix.split("\n")[1:] if line.strip()), "")
-    return len(head.strip()) >= SIGNIFICANT_LINE and head.rstrip() == following.rstrip()
+    lines = [line.rstrip() for line in ((context.line_prefix if body == text else "") + body).split("\n")
+             if line.strip()]
+    following = [line.rstrip() for line in suffix.split("\n")[1:] if line.strip()][: len(lines)]
+    return bool(lines) and len(lines[0].strip()) >= SIGNIFICANT_LINE and lines == following
 
 
 def runs_into_suffix(text: str, context: Context) -> bool:
