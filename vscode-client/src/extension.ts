@@ -6,6 +6,7 @@ import { onInterpreterChange } from './common/python';
 import { ServerManager } from './common/server';
 import { SECTION, settingKeys } from './common/settings';
 import { MENU_COMMAND, StatusBar, showMenu } from './common/statusBar';
+import { registerContinue } from './continue';
 
 let server: ServerManager | undefined;
 
@@ -47,6 +48,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   );
 
   void manager.start();
+  registerContinue(context, () => statusBar.current);
 
   const interpreterWatch = await onInterpreterChange(() => {
     const configured = vscode.workspace.getConfiguration(SECTION).get<string[]>('server.command', []);

@@ -73,6 +73,11 @@ export async function showMenu(status: Status, completionsEnabled: boolean): Pro
       description: 'vllmGhost.completion.enabled',
       command: 'vllmGhost.toggleCompletions',
     },
+    {
+      label: '$(comment-discussion) Configure Continue',
+      description: 'use this model for chat, edit and apply',
+      command: 'vllmGhost.configureContinue',
+    },
     { label: '$(output) Show Log', command: 'vllmGhost.showLog' },
     { label: '$(gear) Open Settings', command: 'workbench.action.openSettings', args: ['vllmGhost'] },
   ];
