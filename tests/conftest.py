@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -78,22 +79,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_vllm(model: Path, api_key: str, log_path: Path) -> VllmServer:
+def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None) -> VllmServer:
+    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https."""
     port = _free_port()
-    env = {**os.environ, **VLLM_ENV, "VLLM_API_KEY": api_key}
+    env = {**os.environ, **VLLM_ENV}
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    tls_args = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS],
+         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS, *tls_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"vLLM exited with {process.returncode}: {log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            verify = ssl.create_default_context(cafile=str(tls[0])) if tls else True
+            if httpx.get(url + "/health", timeout=2, verify=verify).status_code == 200:
                 return VllmServer(url=url, api_key=api_key, process=process)
         except httpx.HTTPError:
             pass

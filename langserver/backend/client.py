@@ -7,6 +7,7 @@ and aborts the generation, so superseded keystrokes stop costing GPU time.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,10 @@ class BackendClient:
     def __init__(self, endpoint: Endpoint, timeout_s: float = 10.0) -> None:
         self.endpoint = endpoint
         # openai's own httpx flavour: whichever httpx major it was built on.
+        verify: bool | ssl.SSLContext = endpoint.verify if isinstance(endpoint.verify, bool) \
+            else ssl.create_default_context(cafile=endpoint.verify)
         self._http = openai.DefaultAsyncHttpxClient(
-            verify=endpoint.verify,
+            verify=verify,
             timeout=timeout_s,
         )
         # Ids of the stop tokens in this model's vocabulary, when the server can tell.
@@ -137,9 +140,21 @@ def translate(err: Exception, endpoint: Endpoint) -> BackendError:
     if isinstance(err, openai.APITimeoutError):
         return BackendError("backend timed out")
     if isinstance(err, openai.APIConnectionError):
+        if _caused_by(err, ssl.SSLCertVerificationError):
+            return BackendError(f"the TLS certificate of {endpoint.base_url} is not trusted: "
+                                "set vllmGhost.backend.caBundle to its CA file")
         return BackendError(f"cannot reach backend at {endpoint.base_url}")
     # Garbage or truncated JSON in the stream.
     return BackendError(f"backend sent a malformed answer: {type(err).__name__}: {_brief(err)}")
+
+
+def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _brief(body: object) -> str:
