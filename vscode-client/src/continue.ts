@@ -155,6 +155,7 @@ async function configureContinue(status: Status, previews: Map<string, string>):
     preview: true,
   });
 
+  const backup = oldText === undefined ? undefined : file + backupSuffix(new Date());
   const what =
     result.action === 'created'
       ? `Create ${file} with the model "${entryName(ours.model)}"?`
@@ -164,7 +165,7 @@ async function configureContinue(status: Status, previews: Map<string, string>):
   const detail = [
     `Continue will use ${ours.model} at ${ours.apiBase} for chat, edit and apply (autocomplete stays with vLLM Ghost).`,
     ...notes,
-    oldText === undefined ? '' : `The current file is kept as ${path.basename(file)}${backupSuffix(new Date())}.`,
+    backup ? `The current file is kept as ${path.basename(backup)}.` : '',
   ]
     .filter(Boolean)
     .join('\n\n');
@@ -180,9 +181,7 @@ async function configureContinue(status: Status, previews: Map<string, string>):
     void vscode.window.showWarningMessage(`vLLM Ghost: ${file} changed meanwhile; run the command again.`);
     return;
   }
-  let backup: string | undefined;
-  if (oldText !== undefined) {
-    backup = file + backupSuffix(new Date());
+  if (backup) {
     await fs.promises.copyFile(file, backup);
   }
   await fs.promises.mkdir(dir, { recursive: true });

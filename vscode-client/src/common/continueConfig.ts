@@ -209,7 +209,7 @@ export function resolveOurModel(settings: SourceSettings, detail: Record<string,
   const maxModelLen = detail.maxModelLen;
   const contextLength = typeof maxModelLen === 'number' && maxModelLen > 0 ? maxModelLen : undefined;
   if (contextLength === undefined) {
-    notes.push('The context length is not known yet (the model has not loaded): contextLength is left out; run the command again once it is ready.');
+    notes.push("The model's context length is not known yet (it has not loaded): contextLength is not written; run the command again once vLLM Ghost is ready.");
   }
   const model = settings.modelName;
   if (settings.mode === 'external') {
