@@ -109,8 +109,9 @@ export function updateContinueConfig(oldText: string | undefined, ours: OurModel
   const list = models as YAMLSeq;
   const index = findOurs(list, ours.model);
   if (index < 0) {
-    list.add(doc.createNode(ourEntry(ours)));
-    return { text: doc.toString(), action: 'added' };
+    const entry = doc.createNode(ourEntry(ours)) as YAMLMap;
+    list.add(entry);
+    return { text: minimalEdit(oldText, doc, list, entry, undefined), action: 'added' };
   }
 
   const node = list.items[index] as YAMLMap;
@@ -128,7 +129,67 @@ export function updateContinueConfig(oldText: string | undefined, ours: OurModel
       changed = true;
     }
   }
-  return changed ? { text: doc.toString(), action: 'updated' } : { text: oldText, action: 'unchanged' };
+  return changed ? { text: minimalEdit(oldText, doc, list, node, node.range ?? undefined), action: 'updated' } : { text: oldText, action: 'unchanged' };
+}
+
+/**
+ * The new text with only our entry's lines changed: yaml re-indents the whole document when it
+ * prints it (e.g. the seed's `capabilities:` list indented by 8), so splice our entry's text into
+ * the old text instead. Falls back to the whole document when the splice would not say the same
+ * thing or would lose a comment.
+ */
+function minimalEdit(oldText: string, doc: Document, list: YAMLSeq, entry: YAMLMap, replaced: [number, number, number] | undefined): string {
+  const whole = doc.toString();
+  try {
+    const first = list.items[0] as YAMLMap | undefined;
+    if (list.flow || !first?.range || (replaced === undefined && list.items.length < 2)) {
+      return whole;
+    }
+    const lineStart = oldText.lastIndexOf('\n', first.range[0] - 1) + 1;
+    const lead = oldText.slice(lineStart, first.range[0]);
+    const dash = lead.indexOf('-');
+    if (dash < 0 || lead.trim() !== '-') {
+      return whole;
+    }
+    const clone = entry.clone() as YAMLMap;
+    clone.comment = undefined;
+    clone.commentBefore = undefined;
+    clone.spaceBefore = false;
+    const alone = new Document();
+    alone.contents = clone;
+    const lines = alone.toString().replace(/\n$/, '').split('\n');
+    const body = lines.map((line, i) => (i === 0 || line === '' ? line : ' '.repeat(lead.length) + line)).join('\n') + '\n';
+    let candidate: string;
+    if (replaced) {
+      candidate = oldText.slice(0, replaced[0]) + body + oldText.slice(replaced[1]);
+    } else {
+      const last = list.items[list.items.length - 2] as YAMLMap;
+      if (!last.range) {
+        return whole;
+      }
+      // After the last model's trailing comments, at the start of a line.
+      let at = last.range[2];
+      if (at > 0 && oldText[at - 1] !== '\n') {
+        const lineStart = oldText.lastIndexOf('\n', at - 1) + 1;
+        at = lineStart > last.range[1] ? lineStart : last.range[1];
+      }
+      const before = oldText.slice(0, at);
+      candidate = before + (before.endsWith('\n') ? '' : '\n') + ' '.repeat(dash) + '- ' + body + oldText.slice(at);
+    }
+    const check = parseDocument(candidate);
+    if (check.errors.length > 0 || !deepEqual(check.toJSON(), doc.toJSON())) {
+      return whole;
+    }
+    const comments = (text: string): string[] =>
+      text
+        .split('\n')
+        .filter(line => line.includes('#'))
+        .map(line => line.trim())
+        .sort();
+    return deepEqual(comments(candidate), comments(whole)) ? candidate : whole;
+  } catch {
+    return whole;
+  }
 }
 
 /** Index of our entry: the exact name first, else any earlier `vLLM Ghost (...)` entry (another model). */

@@ -138,6 +138,26 @@ describe('updateContinueConfig', () => {
     assert.equal(updateContinueConfig(result.text, moved).action, 'unchanged');
   });
 
+  it("touches no other line, even where the user's indentation differs from yaml's", () => {
+    // The seed's own layout: `capabilities:` items indented by 8, a key after the models.
+    const seed = SEED.replace('    capabilities:\n      - tool_use', '    capabilities:\n        - tool_use');
+    assert.notEqual(seed, SEED);
+    const added = updateContinueConfig(seed, ours);
+    assert.equal(added.action, 'added');
+    const oldLines = seed.split('\n');
+    const newLines = added.text.split('\n');
+    const inserted = newLines.length - oldLines.length;
+    const at = newLines.indexOf('  - name: vLLM Ghost (qwen3-coder-flash)');
+    assert.ok(at > 0);
+    assert.deepEqual([...newLines.slice(0, at), ...newLines.slice(at + inserted)], oldLines, 'only our lines were inserted');
+    assert.deepEqual(newLines[at - 1], '    roles: [autocomplete]', 'after the last model');
+    const updated = updateContinueConfig(added.text, { ...ours, apiKey: 'sk-new' });
+    assert.equal(updated.action, 'updated');
+    assert.deepEqual(diffLines(added.text, updated.text), ['    apiKey: sk-new']);
+    assert.equal(updated.text.split('\n').length, newLines.length);
+    assert.equal(updateContinueConfig(updated.text, { ...ours, apiKey: 'sk-new' }).action, 'unchanged');
+  });
+
   it('finds our entry again when the served model name changes (one entry, not two)', () => {
     const first = updateContinueConfig(SEED, ours).text;
     const result = updateContinueConfig(first, { ...ours, model: 'tiny' });
