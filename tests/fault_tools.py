@@ -8,15 +8,18 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from lsprotocol import types
 
 from tests.lsp_client import GhostClient
 
@@ -226,3 +229,142 @@ def record(fault: str, survived: bool, recovery_s: float | None = None, left: in
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+# --- a reference model of the document text (LSP rules, written from the spec) ------------------------
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def lsp_offset(text: str, line: int, character: int) -> int:
+    """Code-point offset of an LSP position (UTF-16 columns), clamped like editors do: a line past
+    the end is the end of the document, a column past the end of its line is the line's end,
+    a column inside a surrogate pair rounds down."""
+    starts = [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
+    if line >= len(starts):
+        return len(text)
+    start = starts[line]
+    end = starts[line + 1] if line + 1 < len(starts) else len(text)
+    content = text[start:end].rstrip("\r\n")
+    units = 0
+    for index, char in enumerate(content):
+        width = 2 if ord(char) > 0xFFFF else 1
+        if units + width > character:
+            return start + index
+        units += width
+    return start + len(content)
+
+
+def lsp_end(text: str) -> tuple[int, int]:
+    """The position of the end of the document."""
+    lines = _LINE_BREAK.split(text)
+    return len(lines) - 1, len(lines[-1].encode("utf-16-le")) // 2
+
+
+def apply_edit(text: str, start: tuple[int, int], end: tuple[int, int], new: str) -> str:
+    """An incremental didChange; a range whose end is before its start inserts at the start."""
+    begin = lsp_offset(text, *start)
+    finish = max(begin, lsp_offset(text, *end))
+    return text[:begin] + new + text[finish:]
+
+
+def prompt_document(body: dict[str, Any]) -> str:
+    """prefix + suffix as a FIM request carries them (chat-fim or raw-fim)."""
+    if "messages" in body:
+        content = str(body["messages"][-1]["content"])
+    else:
+        content = str(body["prompt"])
+    after = content[content.index("<|fim_prefix|>") + len("<|fim_prefix|>"):]
+    prefix, _, rest = after.partition("<|fim_suffix|>")
+    suffix = rest[: rest.rindex("<|fim_middle|>")]
+    return prefix + suffix
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class TextProbe:
+    """Reads the server's text of a document where it leaves the server: a completion at the
+    end of the document sends prefix + suffix (the whole text, given a context budget larger
+    than the document) to the scripted server, which records it."""
+
+    url: str  # the scripted server's base URL
+    sent: set[str] = field(default_factory=set)  # every text a request has carried
+    seen: int = 0  # requests the scripted server had received at the last look
+    checks: int = 0
+    skipped: int = 0
+    mismatches: list[tuple[str, str | None]] = field(default_factory=list)  # (expected, the server's)
+
+    async def new_requests(self) -> list[str]:
+        """Documents carried by requests that reached the backend since the last call."""
+        requests = await received(self.url)
+        documents = [prompt_document(request["body"]) for request in requests[self.seen:]]
+        self.seen = len(requests)
+        self.sent.update(documents)
+        return documents
+
+    async def quiesce(self) -> None:
+        """Let a cancelled request that was already on its way reach the backend (or not) first."""
+        count = -1
+        while count != self.seen:
+            count = self.seen
+            await asyncio.sleep(0.1)
+            await self.new_requests()
+
+    async def check(self, client: GhostClient, uri: str, expected: str, tolerate: bool = False) -> str:
+        """Ask a completion at the end of the document; the prompt it sends must carry `expected`.
+        Returns the server's text. With `tolerate`, a different text is noted in `mismatches`
+        (for the caller to carry on from the server's text) instead of failing."""
+        await self.new_requests()
+        self.checks += 1
+        documents: list[str] = []
+        # The end first; the start if the cache answered the end (prefix + suffix is the whole text either way).
+        for position in (lsp_end(expected), (0, 0)):
+            items = await client.complete(uri, *position)
+            assert isinstance(items, list)
+            documents = await self.new_requests()
+            if documents:
+                break
+        if not documents:
+            # Nothing reached the backend: only fine when the cache (keyed on the text around
+            # the cursor) answered a text a request already carried, or there is nothing to complete.
+            self.skipped += 1
+            if not (expected in self.sent or not expected.strip()):
+                assert tolerate, f"no request reached the backend for a new text: {expected!r}"
+                self.mismatches.append((expected, None))
+            return expected
+        if documents != [expected]:
+            assert tolerate and len(documents) == 1, (documents, expected)
+            self.mismatches.append((expected, documents[0]))
+        return documents[-1]
+
+
+async def pygls_rewrites_positions(client: GhostClient, probe: TextProbe) -> bool:
+    """Whether the server still lets pygls 2.1 rewrite didChange positions: pygls keeps its own
+    copy of each document and, before the server's handler runs, writes a clamped column back
+    into the params (workspace/position_codec.py: `position.character = _client_len - 1`) when
+    a column is past the end of ITS line; its lines come from str.splitlines (which also breaks
+    at form feed, vertical tab, U+001C-U+001E, U+0085, U+2028, U+2029), and its copy can drift from the real text.
+    The server's own buffer then applies a different edit than the client made."""
+    uri = f"file:///tmp/vllm-ghost-pygls-check/{uuid.uuid4().hex}.py"
+    header = f"#{uuid.uuid4().hex}\n"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=header + "ab")))
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(1, 34), end=types.Position(12, 8)), text="X")]))
+    seen = await probe.check(client, uri, header + "abX", tolerate=True)
+    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    if seen != header + "abX":
+        probe.mismatches.pop()
+        return True
+    return False
+
+
+PYGLS_REASON = ("the server lets pygls 2.1 rewrite didChange positions before its own handler "
+                "(see fault_tools.pygls_rewrites_positions); fix in server.py reported")

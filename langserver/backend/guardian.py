@@ -15,6 +15,9 @@ vLLM's group:
 
     language server --stdin pipe--> outer guardian --fork--> watcher --setsid--> vLLM (+ EngineCore, workers)
 
+On stdin: "stop" then EOF is a requested stop (vLLM gets GRACE_S to shut down
+cleanly); EOF alone means the server died (ORPHAN_GRACE_S, then SIGKILL).
+
 Lines on stdout for the server (vLLM's own output shares the pipe):
     vllm-ghost-guardian: pid N        vLLM started; N is its pid and process group
     vllm-ghost-guardian: exited C     vLLM's API server ended (C: exit code, -signal);
@@ -35,9 +38,14 @@ import sys
 import threading
 import time
 
-# vLLM shuts down in a second or two on SIGTERM; after this, SIGKILL. Short,
-# because "no process left 5 s after the editor died" is the promise.
-GRACE_S = 3.0
+# How long vLLM gets between SIGTERM and SIGKILL. A stop the server asks for
+# ("stop" on stdin, then EOF) may take a moment to shut down cleanly; when the
+# server died (bare EOF, a signal), nobody waits for vLLM, and "no process left
+# 5 s after the editor died" is the promise: an engine busy loading weights
+# handles SIGTERM only once it is back in Python, which can take seconds.
+GRACE_S = 5.0
+ORPHAN_GRACE_S = 1.5
+STOP_REQUEST = b"stop"
 PR_SET_PDEATHSIG = 1
 PARENT_ENV = "VLLM_GHOST_PARENT_PID"
 PREFIX = "vllm-ghost-guardian:"
@@ -97,6 +105,7 @@ def _watch(argv: list[str], outer_pid: int) -> int:
     if os.getppid() != outer_pid:
         return 1  # the outer guardian died before we got here
     stop = threading.Event()
+    asked = threading.Event()  # the server asked for this stop (and is alive to wait for it)
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -115,8 +124,9 @@ def _watch(argv: list[str], outer_pid: int) -> int:
         # os.read, not sys.stdin: a daemon thread blocked in a buffered read
         # aborts the interpreter at exit.
         with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                pass
+            while data := os.read(0, 4096):
+                if STOP_REQUEST in data:
+                    asked.set()
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
@@ -127,7 +137,7 @@ def _watch(argv: list[str], outer_pid: int) -> int:
         _say(f"exited {code}")
     # Whether asked to stop or the API server died, clear the group: orphaned
     # engine processes would keep holding GPU memory.
-    kill_group(pgid, child)
+    kill_group(pgid, child, GRACE_S if asked.is_set() else ORPHAN_GRACE_S)
     code = child.wait()
     return _exit_status(code)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from langserver.backend.client import Endpoint
-from langserver.backend.guardian import PARENT_ENV
+from langserver.backend.guardian import PARENT_ENV, STOP_REQUEST
 from langserver.backend.status import Status
 from langserver.settings import Settings
 
@@ -394,7 +394,9 @@ class ManagedVllm:
         process = self.process
         if process is not None and process.returncode is None:
             assert process.stdin is not None
-            # EOF tells the guardian to clear vLLM's process group.
+            # "stop" then EOF: the guardian clears vLLM's process group, giving it time to shut down.
+            with contextlib.suppress(OSError, RuntimeError):
+                process.stdin.write(STOP_REQUEST + b"\n")
             process.stdin.close()
             try:
                 await asyncio.wait_for(_returncode(process), STOP_TIMEOUT_S)
