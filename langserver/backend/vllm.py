@@ -126,11 +126,35 @@ def strip_secret_flags(args: tuple[str, ...] | list[str]) -> tuple[list[str], li
     return kept, removed
 
 
+def key_file() -> Path:
+    """Where the key for a fixed-port vLLM lives (the VS Code client reads it for Continue)."""
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "vllm-ghost" / "api-key"
+
+
+def persisted_key() -> str:
+    """The persisted key, created on first use; the file is readable by its owner only."""
+    path = key_file()
+    with contextlib.suppress(FileNotFoundError):
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            os.chmod(path, 0o600)
+            return key
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
+
+
 def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     """The vLLM command line: command + model + our fixed flags + the user's args."""
     vllm = settings.vllm
     port = vllm.port or free_port(vllm.host)
-    key = api_key or secrets.token_urlsafe(32)
+    # A fixed port is for sharing (Continue's config.yaml points at it): keep the key
+    # too, so that config stays valid across restarts. Otherwise a new key per launch.
+    key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
     args, _ = strip_secret_flags(vllm.args)
     argv = [
         *vllm.command,

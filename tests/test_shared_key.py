@@ -1,0 +1,33 @@
+"""A fixed port is for sharing with Continue: its key survives restarts, kept 0600."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from langserver.backend.vllm import build_launch, key_file
+from langserver.settings import parse_settings
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_fixed_port_keeps_one_key_in_a_private_file() -> None:
+    settings, _ = parse_settings({"vllm": {"port": 30000}})
+    first, second = build_launch(settings), build_launch(settings)
+    assert first.api_key == second.api_key
+    assert key_file().read_text().strip() == first.api_key
+    assert stat.S_IMODE(key_file().stat().st_mode) == 0o600
+    assert first.api_key not in " ".join(first.argv)
+    assert first.env["VLLM_API_KEY"] == first.api_key
+
+
+def test_free_port_gets_a_new_key_each_launch_and_writes_no_file() -> None:
+    settings, _ = parse_settings({"vllm": {"port": 0}})
+    assert build_launch(settings).api_key != build_launch(settings).api_key
+    assert not key_file().exists()
