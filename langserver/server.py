@@ -23,7 +23,7 @@ from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.cache import CompletionCache
 from langserver.completion.postprocess import Completion
-from langserver.completion.scheduler import Scheduler
+from langserver.completion.scheduler import Scheduler, at_line_start
 from langserver.completion.stream import manager_stream
 from langserver.completion.timings import Timings, TimingStats
 from langserver.document import TextBuffer
@@ -142,7 +142,8 @@ class GhostServer(LanguageServer):
 
         try:
             outcome = await asyncio.wait_for(
-                self.scheduler.run(params.text_document.uri, job, settings.completion.debounce_ms),
+                self.scheduler.run(params.text_document.uri, job, settings.completion.debounce_ms,
+                                   at_line_start(request.text, offset)),
                 settings.completion.timeout_ms / 1000,
             )
         except BackendUnavailable:

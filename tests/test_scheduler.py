@@ -13,6 +13,7 @@ from langserver.completion.scheduler import (
     Scheduler,
     TypingRate,
     adaptive_delay,
+    at_line_start,
     debounce_delay,
 )
 
@@ -138,3 +139,19 @@ def test_typing_rate_ignores_pauses() -> None:
     assert list(scheduler.rate.intervals) == [pytest.approx(0.1)] * 3
     # first ever: 0; typing: 1.5 x 100 ms; first after the pause: 0; typing again: 150 ms
     assert delays == [0, pytest.approx(0.15), pytest.approx(0.15), 0, pytest.approx(0.15)]
+
+
+def test_adaptive_waits_nothing_at_a_line_start() -> None:
+    # Just after Enter is where people stop to look: answer at once.
+    assert adaptive_delay([0.1, 0.1], 0.1, line_start=True) == 0
+    assert debounce_delay(150, TypingRate(), 0.1, line_start=True) == pytest.approx(0.150)  # fixed stays fixed
+
+
+def test_line_start_means_only_indentation_before_the_cursor() -> None:
+    text = "def f():\n    \n    x = 1\r\n\tre"
+    assert at_line_start(text, 0)
+    assert at_line_start(text, text.index("\n    \n") + 5)
+    assert not at_line_start(text, text.index("x = 1") + 3)
+    assert at_line_start(text, text.index("\t"))
+    assert at_line_start(text, text.index("\tre") + 1)
+    assert not at_line_start(text, len(text))
