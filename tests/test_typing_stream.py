@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
+
+from langserver.backend.client import BackendError
+from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.prompt import PromptRequest
-from langserver.completion.stream import read_until_complete, visible_part
+from langserver.completion.stream import manager_stream, read_until_complete, visible_part
 from langserver.completion.timings import Timings, TimingStats, percentile
 from langserver.settings import parse_settings
 
@@ -100,3 +105,63 @@ def test_timing_stats_percentiles() -> None:
         stats.add(timings)
     summary = stats.summary()
     assert summary["total"]["p50"] == 5.0 and summary["total"]["p95"] == 10.0 and summary["total"]["n"] == 10
+
+
+class FakeClient:
+    """Stands in for BackendClient.stream: yields parts, then fails with `error` if given."""
+
+    def __init__(self, parts: list[str], error: BaseException | None = None) -> None:
+        self.parts, self.error = parts, error
+        self.closed = False
+
+    async def stream(self, prompt: PromptRequest) -> AsyncIterator[str]:
+        try:
+            for part in self.parts:
+                yield part
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.closed = True
+
+
+def manager_with(client: FakeClient | None, state: str, mode: str = "managed") -> BackendManager:
+    manager = BackendManager(lambda status: None, lambda line: None)
+    manager.settings = parse_settings({"backend": {"mode": mode, "url": "http://127.0.0.1:9/v1"}})[0]
+    manager.status = Status(state, state)  # type: ignore[arg-type]
+    manager.client = client  # type: ignore[assignment]
+    return manager
+
+
+PROMPT = PromptRequest(endpoint="chat", body={})
+
+
+async def test_manager_stream_refuses_a_backend_that_is_not_ready() -> None:
+    for manager in (manager_with(None, "ready"), manager_with(FakeClient(["x"]), "loading")):
+        with pytest.raises(BackendUnavailable):
+            await read_until_complete(manager_stream(manager)(PROMPT), lambda t: False)
+    # An external backend is always tried (it may come back at any time).
+    external = manager_with(FakeClient(["x"]), "error", mode="external")
+    assert await read_until_complete(manager_stream(external)(PROMPT), lambda t: False) == "x"
+
+
+async def test_manager_stream_closes_the_client_stream_on_early_stop() -> None:
+    client = FakeClient(["a\n", "b\n", "c"])
+    assert await read_until_complete(manager_stream(manager_with(client, "ready"))(PROMPT), lambda t: "\n" in t) \
+        == "a\n"
+    assert client.closed
+
+
+async def test_manager_stream_errors() -> None:
+    broken = FakeClient(["a"], ConnectionResetError("reset"))
+    with pytest.raises(BackendError, match="connection broke"):
+        await read_until_complete(manager_stream(manager_with(broken, "ready"))(PROMPT), lambda t: False)
+    # The managed vLLM went away meanwhile (its client was dropped): quiet, not an error message.
+    manager = manager_with(FakeClient(["a"]), "ready")
+    client = manager.client
+    assert isinstance(client, FakeClient)
+    client.error = ConnectionResetError("reset")
+    stream = manager_stream(manager)(PROMPT)
+    assert await stream.__anext__() == "a"
+    manager.client = None  # what the manager does when the launch goes down
+    with pytest.raises(BackendUnavailable):
+        await stream.__anext__()
