@@ -16,6 +16,7 @@ from langserver.completion.postprocess import (
     STEPS,
     Completion,
     clean,
+    is_complete,
     normalize_indentation,
     step_names,
     strip_fence,
@@ -318,3 +319,40 @@ def test_cleaning_is_idempotent_on_noisy_answers(middle: str) -> None:
         first = clean(raw, context)
         assert first is not None and first.text == middle
         assert clean(first.text, context) == first
+
+
+# --- is_complete on the raw stream (what the streaming layer calls) ----------------------------
+
+MID = Context("def f():\n    y = compute(", ")\n    return y\n", "python")
+
+
+def test_stream_fence_line_is_not_the_single_line() -> None:
+    assert not is_complete("```python\n", MID, POLICY)
+    assert is_complete("```python\nvalues\n", MID, POLICY)
+
+
+def test_stream_sentence_before_the_code_is_waited_through() -> None:
+    assert not is_complete("Here is the code:\n", MID, POLICY)
+    assert not is_complete("Here is the code:\n\n```python\n", MID, POLICY)
+    assert is_complete("Here is the code:\n```python\nvalues)\n", MID, POLICY)
+
+
+def test_stream_closing_fence_or_leaked_token_ends_it() -> None:
+    assert is_complete("```python\nfor v in values:\n        result += v\n```\n", ctx(), POLICY)
+    assert is_complete("result += v<|im_end|>", ctx(), POLICY)
+    assert not is_complete("```python\nfor v in values:\n        result += v\n", ctx(), POLICY)
+
+
+@pytest.mark.parametrize("raw", [
+    "```python\nfor v in values:\n        result += v\n```\nThis sums the values.\n",
+    "Here is the code:\n```python\nfor v in values:\n        result += v\n```\n",
+    "for v in values:\n        result += v\n    return result\n\n\ndef other():\n    pass\n",
+    "\nfor v in values:\n        result += v<|im_end|>\n<|im_start|>user\n",
+    "result += 1\n    result += 1\n    result += 1\n    result += 1\n    result += 1\n",
+])
+def test_stopping_where_is_complete_says_shows_the_same(raw: str) -> None:
+    for cut in range(1, len(raw) + 1):
+        if is_complete(raw[:cut], ctx(), POLICY):
+            assert clean(raw[:cut], ctx()) == clean(raw, ctx()), raw[:cut]
+            return
+    assert clean(raw, ctx()) is not None

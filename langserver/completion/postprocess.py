@@ -27,9 +27,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from langserver.completion import multiline
 from langserver.completion.context import Context
 from langserver.completion.indent import IndentStyle, infer_style, leading, restyle
-from langserver.completion.multiline import Policy, is_complete, limit_lines, replace_chars
+from langserver.completion.multiline import Policy, limit_lines, replace_chars
 from langserver.completion.repeats import cut_repetition, duplicates_suffix, strip_typed_prefix, trim_suffix_overlap
 from langserver.completion.syntax import continuation_lines, has_parser, no_worse, parse_region, scan, trim_to_parsing
 
@@ -166,6 +167,26 @@ STEPS: tuple[Step, ...] = (
     trim_to_parsing,
     strip_trailing_whitespace,
 )
+
+
+def is_complete(text: str, context: Context, policy: Policy) -> bool:
+    """The streaming layer's early stop: would more text change what `clean` shows?
+
+    Judged on the answer as the first steps unwrap it, so that a fence line or a
+    sentence before the code does not count as the single line, and a closing fence
+    or a leaked end token ends it."""
+    if _SPECIAL.search(text):
+        return True  # everything after a leaked token is cut anyway
+    lines = text.split("\n")
+    opening = next((i for i, line in enumerate(lines) if _FENCE_LINE.match(line)), None)
+    if opening is not None and _is_preamble(lines[:opening]) and context.language not in _MARKUP_LANGUAGES:
+        if any(_FENCE_LINE.match(line) for line in lines[opening + 1:-1]):
+            return True  # the closing fence: the rest is prose
+        text = "\n".join(lines[opening + 1:])
+    elif opening is None and len(lines) <= 4 and _is_preamble(lines[:-1]) and any(line.strip() for line in lines[:-1]):
+        return False  # a sentence so far: the code (fenced or not) is still to come
+    text = strip_leading_newlines(text, context, policy)
+    return multiline.is_complete(text, context, policy)
 
 
 def step_names(steps: tuple[Step, ...] = STEPS) -> list[str]:
