@@ -11,10 +11,12 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Generator
 from typing import Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from langserver import __version__
 from langserver.backend.client import BackendError
@@ -35,9 +37,32 @@ CMD_STATUS = "vllmGhost.status"
 log = logging.getLogger("vllm-ghost")
 
 
+class GhostProtocol(LanguageServerProtocol):
+    """Documents live only in our TextBuffers. pygls would keep a second copy of each and,
+    applying a change, clamp a past-the-end position IN the params object (its codec sets
+    character to len-1), so our handler would apply a corrupted range; it also splits
+    lines on characters LSP does not (\\f, \\u2028). Skip its copy: params arrive untouched."""
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator[Any, Any, None]:
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+
 class GhostServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("vllm-ghost", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("vllm-ghost", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=GhostProtocol)
         self.settings = Settings()
         self.documents: dict[str, tuple[TextBuffer, str]] = {}  # uri -> (buffer, languageId)
         self.encoding = "utf-16"
