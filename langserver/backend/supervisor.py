@@ -153,6 +153,12 @@ class Supervisor:
                 # Say so now: clearing the old process group can take seconds.
                 self._announce_restart(ended)
             raise
+        except asyncio.CancelledError:
+            if not self._stopping:
+                # Cancelled without stop(): the event loop is closing because the server is
+                # exiting, and nobody will wait for a graceful shutdown of vLLM.
+                await vllm.stop(report=False, graceful=False)
+            raise
         finally:
             await vllm.stop(report=False)  # idempotent; clears the group in every case
             if self.vllm is vllm:

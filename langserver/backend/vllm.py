@@ -412,15 +412,17 @@ class ManagedVllm:
         await self.exited.wait()
         return self.exit_code
 
-    async def stop(self, report: bool = True) -> None:
-        """Stop vLLM and every process it started; idempotent."""
+    async def stop(self, report: bool = True, graceful: bool = True) -> None:
+        """Stop vLLM and every process it started; idempotent. `graceful`: give vLLM the
+        guardian's grace to shut down cleanly, rather than the short one for an exiting server."""
         self._stopping = True
         process = self.process
         if process is not None and process.returncode is None:
             assert process.stdin is not None
-            # "stop" then EOF: the guardian clears vLLM's process group, giving it time to shut down.
-            with contextlib.suppress(OSError, RuntimeError):
-                process.stdin.write(STOP_REQUEST + b"\n")
+            # ("stop" and) EOF: the guardian clears vLLM's process group.
+            if graceful:
+                with contextlib.suppress(OSError, RuntimeError):
+                    process.stdin.write(STOP_REQUEST + b"\n")
             process.stdin.close()
             try:
                 await asyncio.wait_for(_returncode(process), STOP_TIMEOUT_S)
