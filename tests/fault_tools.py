@@ -13,13 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from lsprotocol import types
 
 from tests.lsp_client import GhostClient
 
@@ -341,30 +339,3 @@ class TextProbe:
             assert tolerate and len(documents) == 1, (documents, expected)
             self.mismatches.append((expected, documents[0]))
         return documents[-1]
-
-
-async def pygls_rewrites_positions(client: GhostClient, probe: TextProbe) -> bool:
-    """Whether the server still lets pygls 2.1 rewrite didChange positions: pygls keeps its own
-    copy of each document and, before the server's handler runs, writes a clamped column back
-    into the params (workspace/position_codec.py: `position.character = _client_len - 1`) when
-    a column is past the end of ITS line; its lines come from str.splitlines (which also breaks
-    at form feed, vertical tab, U+001C-U+001E, U+0085, U+2028, U+2029), and its copy can drift from the real text.
-    The server's own buffer then applies a different edit than the client made."""
-    uri = f"file:///tmp/vllm-ghost-pygls-check/{uuid.uuid4().hex}.py"
-    header = f"#{uuid.uuid4().hex}\n"
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=header + "ab")))
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(start=types.Position(1, 34), end=types.Position(12, 8)), text="X")]))
-    seen = await probe.check(client, uri, header + "abX", tolerate=True)
-    client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
-    if seen != header + "abX":
-        probe.mismatches.pop()
-        return True
-    return False
-
-
-PYGLS_REASON = ("the server lets pygls 2.1 rewrite didChange positions before its own handler "
-                "(see fault_tools.pygls_rewrites_positions); fix in server.py reported")

@@ -24,14 +24,12 @@ import pytest
 from lsprotocol import types
 
 from tests.fault_tools import (
-    PYGLS_REASON,
     ScriptedProcess,
     TextProbe,
     apply_edit,
     external_scripted_options,
     launch,
     lsp_end,
-    pygls_rewrites_positions,
     record,
     rss_kib,
     script,
@@ -160,9 +158,6 @@ async def test_twenty_documents_under_concurrent_bursts(scripted: ScriptedProces
         assert command_s < 2.0
         assert growth < RSS_GROWTH_LIMIT_KIB, f"RSS grew by {growth} KiB: {rss}"
         assert client._server is not None and client._server.returncode is None
-        if probe.mismatches:
-            if await pygls_rewrites_positions(client, TextProbe(scripted.url)):
-                pytest.xfail(f"{PYGLS_REASON}: {len(probe.mismatches)} of {DOCUMENTS} documents differ")
-            raise AssertionError(f"lost edits: {probe.mismatches[:3]}")
+        assert not probe.mismatches, f"{len(probe.mismatches)} documents differ: {probe.mismatches[:2]}"
     finally:
         await client.close_session()
