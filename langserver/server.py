@@ -66,7 +66,8 @@ class GhostServer(LanguageServer):
         self.settings = Settings()
         self.documents: dict[str, tuple[TextBuffer, str]] = {}  # uri -> (buffer, languageId)
         self.encoding = "utf-16"
-        self.backend = BackendManager(self.publish_status, self.log_line)
+        self.backend = BackendManager(self.publish_status, self.log_line,
+                                      on_warning=lambda message: self.show_once(message, types.MessageType.Warning))
         self._progress: str | None = None
         self._backend_task: asyncio.Task[None] | None = None
         self._errors_shown: set[str] = set()
@@ -179,6 +180,11 @@ class GhostServer(LanguageServer):
             return empty
         except BackendError as err:
             self.show_once(str(err), types.MessageType.Warning)
+            return empty
+        except Exception:
+            # A bug in a pipeline stage must cost one completion, never an error in the editor.
+            log.exception("completion failed")
+            self.show_once("a completion failed on an internal error; see the log", types.MessageType.Warning)
             return empty
         if outcome.superseded:  # a newer request for the document took over
             return empty

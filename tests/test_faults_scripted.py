@@ -125,8 +125,6 @@ async def test_a_bad_answer_is_an_empty_result_and_the_next_request_works(
     assert "Traceback" not in "".join(client.stderr), "".join(client.stderr)[-3000:]
 
 
-@pytest.mark.xfail(strict=False, reason="completion/repeats.py _longest_overlap indexes an empty suffix "
-                   "(IndexError -> JSON-RPC internal error instead of an answer); reported to its owner")
 async def test_a_multi_line_answer_at_the_end_of_the_document_is_not_an_error(
         client: GhostClient, scripted: ScriptedProcess) -> None:
     await script(scripted.url, clear=True, faults=[{"kind": "ok", "text": "1\n" * 4, "chunks": 4}])

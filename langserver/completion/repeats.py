@@ -115,6 +115,8 @@ def trim_suffix_overlap(text: str, context: Context, policy: Policy | None = Non
 
 def _longest_overlap(text: str, context: Context) -> int:
     suffix = context.suffix
+    if not suffix:
+        return 0  # cursor at the end of the document: nothing to run into
     first = suffix[0]
     start = max(0, len(text) - len(suffix))
     while True:
