@@ -60,7 +60,7 @@ def _die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -86,7 +86,7 @@ def kill_group(pgid: int, child: subprocess.Popen[bytes] | None = None, grace_s:
     while time.monotonic() < deadline:
         if child is not None:
             child.poll()  # reap the API server, or the group never looks empty
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from langserver.backend.client import Endpoint
-from langserver.backend.guardian import PARENT_ENV, STOP_REQUEST
+from langserver.backend.guardian import PARENT_ENV, STOP_REQUEST, group_alive
 from langserver.backend.status import Status
 from langserver.settings import Settings
 
@@ -233,16 +233,6 @@ async def _returncode(process: asyncio.subprocess.Process) -> int:
     return process.returncode
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _looks_local(path: str) -> bool:
     """A filesystem path rather than a hub id (`org/name`)."""
     return path.startswith(("/", "./", "../", "~")) or (len(path) > 2 and path[1] == ":" and path[2] in "\\/")
@@ -400,7 +390,7 @@ class ManagedVllm:
             self._mark_exited(code if code < 128 else 128 - code)
         # The guardian is gone; if its group-clearing was cut short (someone killed
         # the guardian itself), finish the job here.
-        if self.vllm_pid is not None and _group_alive(self.vllm_pid):
+        if self.vllm_pid is not None and group_alive(self.vllm_pid):
             self._kill_group_directly(signal.SIGKILL)
 
     def _mark_exited(self, code: int) -> None:
