@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vllm-ghost", description=__doc__)
+    # LSP clients (vscode-languageclient among them) append --stdio for the stdio transport.
+    parser.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("lsp", help="run the language server over stdio (default)")
+    lsp = sub.add_parser("lsp", help="run the language server over stdio (default)")
+    lsp.add_argument("--stdio", action="store_true", help="the only transport; accepted for LSP clients that pass it")
     one = sub.add_parser("complete", help="print one completion for a position in a file")
     one.add_argument("file", type=Path)
     one.add_argument("--line", type=int, required=True, help="1-based line of the cursor")

@@ -64,3 +64,12 @@ async def test_disabled_completions_and_languages_return_nothing_at_once() -> No
     uri = client.open("# Title\n\nSome ", language="markdown")
     assert await client.complete(uri, 2, 5) == []
     await client.close_session()
+
+
+async def test_stdio_flag_that_lsp_clients_append_is_accepted() -> None:
+    for args in (["--stdio"], ["lsp", "--stdio"]):
+        client = GhostClient()
+        await client.start_io(sys.executable, "-m", "langserver", *args)
+        result = await client.open_session({"backend": {"mode": "external", "url": "http://127.0.0.1:9/v1"}})
+        assert result.capabilities.inline_completion_provider is not None
+        await client.close_session()
