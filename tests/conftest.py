@@ -24,7 +24,10 @@ EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
 # The prompt the tiny model answers with endless repetition: a generation that runs to max_tokens.
 RAMBLE = json.loads((ROOT / "tests" / "data" / "ramble.json").read_text())
 MODEL_NAME = "tiny"
-# vLLM's CPU backend on 2 cores: eager mode, 1 GiB KV cache, float32 as trained.
+# vLLM's CPU backend on 2 cores, with a small share of the CPU (tests/low_cpu_share.py says why).
+VLLM_COMMAND = [sys.executable, str(ROOT / "tests" / "low_cpu_share.py"), sys.executable,
+                "-m", "vllm.entrypoints.openai.api_server"]
+# Eager mode, 1 GiB KV cache, float32 as trained.
 VLLM_ARGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"]
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
@@ -46,7 +49,7 @@ def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
     return {
         "model": {"path": str(model), "name": MODEL_NAME},
         "vllm": {
-            "command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
+            "command": VLLM_COMMAND,
             "args": VLLM_ARGS,
             "env": VLLM_ENV,
             "startupTimeoutS": 300,
@@ -89,7 +92,7 @@ def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path]
     tls_args = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+        [*VLLM_COMMAND, "--model", str(model),
          "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS, *tls_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

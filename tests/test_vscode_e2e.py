@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_ENV, example
+from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV, example
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".cache" / "vscode-test" / "env.json"
@@ -158,7 +158,7 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
         "remote.autoForwardPorts": False,
         "vllmGhost.model.path": str(test_model),
         "vllmGhost.model.name": MODEL_NAME,
-        "vllmGhost.vllm.command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
+        "vllmGhost.vllm.command": VLLM_COMMAND,
         "vllmGhost.vllm.args": VLLM_ARGS,
         "vllmGhost.vllm.env": VLLM_ENV,
         "vllmGhost.vllm.startupTimeoutS": 300,
