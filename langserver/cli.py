@@ -1,16 +1,22 @@
-"""Command line: `vllm-ghost lsp` (stdio server, the default) and `vllm-ghost complete`."""
+"""Command line: `vllm-ghost lsp` (stdio server, the default), `vllm-ghost complete`, and
+`vllm-ghost servers` (the shared vLLMs this user runs)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.shared import SharedState, all_states
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.settings import Settings, parse_settings
@@ -24,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
         server.start_io()
         return 0
+    if args.command == "servers":
+        return _servers(stop=args.stop)
     return asyncio.run(_complete(args))
 
 
@@ -42,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="one setting by dotted path, e.g. model.path=/models/x (value parsed as JSON if it can be)")
     one.add_argument("--language", default="", help="languageId (default: from the file extension)")
+    servers = sub.add_parser("servers", help="list the shared vLLMs this user runs (one per model and settings)")
+    servers.add_argument("--stop", action="store_true",
+                         help="stop them all (for vllm.keepAlive, or one a window left behind)")
     return parser
 
 
@@ -99,3 +110,33 @@ async def _complete(args: argparse.Namespace) -> int:
         return 0
     finally:
         await backend.stop()
+
+
+def _servers(stop: bool) -> int:
+    """The registry (langserver/backend/shared.py), never the keys in it."""
+    found = [state for _, state in all_states() if state.keeper.alive()]
+    if not found:
+        print("no shared vLLM is running")
+        return 0
+    for state in found:
+        print(_describe(state))
+    if not stop:
+        return 0
+    for state in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(state.keeper.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while any(state.keeper.alive() for state in found) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [state for state in found if state.keeper.alive()]
+    print(f"stopped {len(found) - len(left)} of {len(found)}")
+    return 1 if left else 0
+
+
+def _describe(state: SharedState) -> str:
+    age = time.time() - state.started_at
+    flags = [f"{len(state.clients)} window(s)", state.phase]
+    if state.keep_alive:
+        flags.append("keepAlive")
+    return (f"{state.model}: http://{state.host}:{state.port}/v1  vLLM pid {state.vllm_pid}, "
+            f"keeper pid {state.keeper.pid}, up {age / 60:.0f} min, {', '.join(flags)}")

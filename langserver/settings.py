@@ -54,6 +54,9 @@ class VllmSettings:
     host: str = "127.0.0.1"
     port: int = 0
     startup_timeout_s: float = 1800.0
+    # Sharing (one vLLM for every window with these settings): how long it outlives the last
+    # window (a window reload finds it still loaded), or never stop it (keep_alive).
+    idle_grace_s: float = 10.0
     keep_alive: bool = False
     # Supervision: restarts in a row (each launch failed to start or died within
     # restart_window_s of becoming ready) before giving up; 0 = never restart.
@@ -90,6 +93,7 @@ class SettingsError(ValueError):
 _RANGES: dict[str, tuple[float, float]] = {
     "vllm.port": (0, 65535),
     "vllm.startupTimeoutS": (1, 86400),
+    "vllm.idleGraceS": (0, 86400),
     "vllm.maxRestarts": (0, 100),
     "vllm.restartWindowS": (1, 86400),
     "vllm.healthIntervalS": (0.1, 3600),

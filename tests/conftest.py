@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
 # The prompt the tiny model answers with endless repetition: a generation that runs to max_tokens.
 RAMBLE = json.loads((ROOT / "tests" / "data" / "ramble.json").read_text())
 MODEL_NAME = "tiny"
+# The shared-vLLM registry (langserver/backend/shared.py) of this test run alone: the servers
+# the tests start find each other's vLLM there, never a developer's own.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="vllm-ghost-tests-run-")
 # vLLM's CPU backend on 2 cores, with a small share of the CPU (tests/low_cpu_share.py says why).
 VLLM_COMMAND = [sys.executable, str(ROOT / "tests" / "low_cpu_share.py"), sys.executable,
                 "-m", "vllm.entrypoints.openai.api_server"]
@@ -53,6 +57,7 @@ def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
             "args": VLLM_ARGS,
             "env": VLLM_ENV,
             "startupTimeoutS": 300,
+            "idleGraceS": 0,  # the last server to go stops it at once (tests/test_shared.py covers the grace)
         },
         "completion": {"timeoutMs": 30000, **completion},
     }

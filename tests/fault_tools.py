@@ -81,7 +81,7 @@ def managed_scripted_options(*server_args: str, model: str = "scripted-model", *
     return {
         "model": {"path": model, "name": "tiny"},
         "vllm": {"command": [sys.executable, str(SCRIPTED), *server_args], "args": [], "startupTimeoutS": 60,
-                 "healthIntervalS": 0.5, **vllm},
+                 "healthIntervalS": 0.5, "idleGraceS": 0, **vllm},
         "completion": {"timeoutMs": 3000, "debounceMs": 0},
     }
 

@@ -202,8 +202,8 @@ async def test_a_killed_guardian_still_leaves_no_vllm(harness: Harness) -> None:
     await harness.manager.start(settings_of(managed_scripted_options()))
     pid = vllm_pid(harness)
     vllm = harness.manager.vllm
-    assert vllm is not None and vllm.process is not None
-    outer = vllm.process.pid
+    assert vllm is not None and vllm.keeper_pid is not None
+    outer = next(proc.pid for proc in all_procs() if proc.ppid == vllm.keeper_pid)
     watcher = next(proc.pid for proc in all_procs() if proc.ppid == outer)
     snapshot = tree(outer)
     mark = len(harness.statuses)
@@ -219,8 +219,8 @@ async def test_stop_during_a_slow_start_is_prompt_and_clean(harness: Harness) ->
     start = asyncio.create_task(harness.manager.start(settings_of(options)))
     await harness.wait_state("loading")
     vllm = harness.manager.supervisor.vllm if harness.manager.supervisor else None
-    assert vllm is not None and vllm.process is not None
-    snapshot = tree(vllm.process.pid)
+    assert vllm is not None and vllm.keeper_pid is not None
+    snapshot = tree(vllm.keeper_pid)
     started = time.monotonic()
     await harness.manager.stop()
     await asyncio.wait_for(start, 5)
@@ -235,8 +235,8 @@ async def test_the_key_goes_by_environment_and_a_public_bind_warns_once(harness:
     key = served["key"]
     assert key and served["host"] == "0.0.0.0"
     vllm = harness.manager.vllm
-    assert vllm is not None and vllm.process is not None
-    for proc in tree(vllm.process.pid).values():
+    assert vllm is not None and vllm.keeper_pid is not None
+    for proc in tree(vllm.keeper_pid).values():
         assert key not in proc.cmdline, proc
     assert key not in "\n".join(harness.logs) + repr(harness.statuses) + "\n".join(harness.warnings)
     # A restart does not repeat the warning.

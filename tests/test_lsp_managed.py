@@ -108,6 +108,30 @@ async def test_restart_model_then_complete_again(session: Session) -> None:
     assert [item.insert_text for item in items] == [example("py_demo")["middle"]]
 
 
+async def test_a_second_window_shares_the_same_vllm(session: Session) -> None:
+    """A second language server with the same settings (a second VS Code window) joins the
+    running vLLM instead of loading the model again; when it leaves, vLLM stays for the first."""
+    pid = (await session.client.command("vllmGhost.status"))["detail"]["pid"]
+    second = GhostClient()
+    await second.launch()
+    started = time.monotonic()
+    await second.open_session(session.options)
+    ready = await second.wait_status("ready", "error", timeout=120)
+    joined_s = time.monotonic() - started
+    try:
+        assert ready["state"] == "ready", ready
+        assert ready["detail"]["pid"] == pid and ready["detail"]["shared"] == {"servers": 2, "joined": True}
+        print(f"\nsecond window ready in {joined_s:.2f} s (joined vLLM {pid})")
+        for client in (second, session.client):
+            items, _ = await complete_example(client, "py_demo")
+            assert [item.insert_text for item in items] == [example("py_demo")["middle"]]
+    finally:
+        await second.close_session()
+    assert group_alive(pid), "vLLM stopped when the second window left"
+    items, _ = await complete_example(session.client, "py_single_line")
+    assert [item.insert_text for item in items] == [example("py_single_line")["middle"]]
+
+
 async def test_status_command_reports_state_without_secrets(session: Session) -> None:
     client = session.client
     status = await client.command("vllmGhost.status")

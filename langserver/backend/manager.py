@@ -19,7 +19,7 @@ import openai
 
 from langserver.backend.client import BackendClient, BackendError, Endpoint
 from langserver.backend.status import Status
-from langserver.backend.supervisor import Supervisor
+from langserver.backend.supervisor import StopMode, Supervisor
 from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, is_loopback
 from langserver.completion.prompt import STOP_TOKENS, PromptRequest
 from langserver.settings import Settings
@@ -134,13 +134,19 @@ class BackendManager:
             await supervisor.settled()
 
     async def stop(self) -> None:
+        """This server is done (shutdown): a shared vLLM stays for other windows, or for
+        vllm.idleGraceS when this was the last (a window reload finds it loaded)."""
         async with self._lock:
-            await self._stop()
+            await self._stop("leave")
 
     async def restart(self, settings: Settings | None = None) -> None:
+        """Restart Model (the same settings: a new vLLM for every window that shares it), or
+        move to new settings (the old vLLM stops at once if no other window uses it)."""
+        settings = settings or self.settings
+        mode: StopMode = "stop" if settings == self.settings else "leave-now"
         async with self._lock:
-            await self._stop()
-            supervisor = await self._start(settings or self.settings)
+            await self._stop(mode)
+            supervisor = await self._start(settings)
         if supervisor is not None:
             await supervisor.settled()
 
@@ -194,6 +200,7 @@ class BackendManager:
                                      "url": self.client.endpoint.base_url}
         if self.vllm is not None:
             detail["pid"] = self.vllm.vllm_pid
+            detail["shared"] = {"servers": self.vllm.clients(), "joined": self.vllm.joined}
             if self.vllm.ready_after_s is not None:
                 detail["startupSeconds"] = round(self.vllm.ready_after_s, 2)
         if self.supervisor is not None:
@@ -219,10 +226,10 @@ class BackendManager:
         self._set_status(Status("ready", f"{self.settings.model.name} ready", detail))
         return None
 
-    async def _stop(self) -> None:
+    async def _stop(self, mode: StopMode) -> None:
         if self.supervisor is not None:
             self._launch_down("stopped")
-            await self.supervisor.stop()
+            await self.supervisor.stop(mode)
             self.supervisor = None
             self._launch_down("stopped")  # a launch cut short while it was being probed
         else:

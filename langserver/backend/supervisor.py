@@ -20,15 +20,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from langserver.backend.keeper import REPLACED, REQUESTED
 from langserver.backend.status import Status
 from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, StatusCallback, WarningCallback, classify
 from langserver.settings import Settings
 
 BACKOFF_FIRST_S = 1.0
+REJOIN_S = 0.2  # after another window restarted the shared vLLM
 BACKOFF_MAX_S = 30.0
 # /health: a non-200 answer is re-checked after a second and restarts on the second one;
 # no answer at all (time-out, refused) restarts after this many checks in a row.
@@ -39,6 +42,12 @@ HEALTH_NO_ANSWERS = 3
 
 UpCallback = Callable[[ManagedVllm], Awaitable[Failure | None]]
 DownCallback = Callable[[str], None]
+# How a server lets go of the shared vLLM (see ManagedVllm.release and stop):
+#   leave      others may go on using it; with nobody left it stops after vllm.idleGraceS
+#   leave-now  the same, but with nobody left it stops now (a settings change: free the GPU first)
+#   stop       stop it for everyone (Restart Model; a launch that failed)
+#   exit       leave, as this server exits without stop(): a stop it causes is quick
+StopMode = Literal["leave", "leave-now", "stop", "exit"]
 
 
 class LaunchEnded(Exception):
@@ -69,6 +78,7 @@ class Supervisor:
         self._settled = asyncio.Event()  # first ready, gave up, or stopped
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop_mode: StopMode = "leave"
 
     # --- public ---------------------------------------------------------------------------------
     def launch(self) -> None:
@@ -88,17 +98,18 @@ class Supervisor:
         self.launch()
         await self.settled()
 
-    async def stop(self) -> None:
+    async def stop(self, mode: StopMode = "leave") -> None:
         self._stopping = True
+        self._stop_mode = mode
         task = self._task
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.vllm is not None:  # cancelled before the launch's own clean-up ran
-            await self.vllm.stop(report=False)
+            await _let_go(self.vllm, mode)
             self.vllm = None
-        self._on_status(Status("stopped", "vLLM stopped"))
+        self._on_status(Status("stopped", "vLLM stopped" if mode == "stop" else "stopped using vLLM"))
 
     # --- the loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -124,6 +135,7 @@ class Supervisor:
             detail["lastFailure"] = self.last_failure.message
         vllm = ManagedVllm(self.settings, self._on_status, self._on_log, self._on_warning, detail)
         self.vllm = vllm
+        mode: StopMode = "stop"  # a launch that ended is cleared for everyone (a no-op if it is gone)
         try:
             if not await vllm.start():
                 if self._stopping:
@@ -145,7 +157,8 @@ class Supervisor:
             raise LaunchEnded(failure, list(vllm.tail))
         except LaunchEnded as ended:
             self._failed_at = self._failed_at or time.monotonic()
-            self.streak += 1
+            if not ended.failure.expected:
+                self.streak += 1
             self.last_failure = ended.failure
             # In-flight requests end now, not when the old group is finally gone.
             self._on_down(ended.failure.message)
@@ -154,13 +167,13 @@ class Supervisor:
                 self._announce_restart(ended)
             raise
         except asyncio.CancelledError:
-            if not self._stopping:
-                # Cancelled without stop(): the event loop is closing because the server is
-                # exiting, and nobody will wait for a graceful shutdown of vLLM.
-                await vllm.stop(report=False, graceful=False)
+            # Cancelled without stop(): the event loop is closing because the server is exiting.
+            mode = self._stop_mode if self._stopping else "exit"
             raise
         finally:
-            await vllm.stop(report=False)  # idempotent; clears the group in every case
+            if self._stopping:
+                mode = self._stop_mode
+            await _let_go(vllm, mode)
             if self.vllm is vllm:
                 self.vllm = None
 
@@ -197,6 +210,8 @@ class Supervisor:
                     return Failure(f"vLLM's /health answered {answer.status_code}{why}")
 
     def _exit_failure(self, vllm: ManagedVllm) -> Failure:
+        if vllm.ended_by in (REQUESTED, REPLACED):
+            return Failure("another window restarted or stopped the shared vLLM", expected=True)
         code = vllm.exit_code
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         message = f"vLLM {how}"
@@ -213,12 +228,19 @@ class Supervisor:
         return self._stopping or self._hopeless(self._failure_of(state))
 
     def _backoff(self, state: RetryCallState | None = None) -> float:
+        if self.last_failure is not None and self.last_failure.expected:
+            return REJOIN_S
         return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** max(0, self.streak - 1)))
 
     def _announce_restart(self, ended: LaunchEnded) -> None:
         failure = ended.failure
         delay = self._backoff()
         self.restarts += 1
+        if failure.expected:
+            self._on_log(f"{failure.message}; joining or starting it again")
+            self._on_status(Status("starting", f"{failure.message}; joining it again",
+                                   {"restarts": self.restarts, "reason": failure.message}))
+            return
         self._on_log(f"{failure.message}; restarting in {delay:g} s (restart {self.streak} of at most "
                      f"{self.settings.vllm.max_restarts} in a row)")
         detail: dict[str, object] = {"restarts": self.restarts, "reason": failure.message, "retryInS": delay,
@@ -249,3 +271,10 @@ class Supervisor:
         error = state.outcome.exception() if state.outcome is not None else None
         return error.failure if isinstance(error, LaunchEnded) else None
 
+
+
+async def _let_go(vllm: ManagedVllm, mode: StopMode) -> None:
+    if mode == "stop":
+        await vllm.stop(report=False)
+    else:
+        await vllm.release(stop_if_last=mode == "leave-now", graceful=mode != "exit")

@@ -1,9 +1,10 @@
 """The managed vLLM process: command line, port, key, health, logs, stop.
 
-vLLM runs under our guardian (see guardian.py), in its own process group,
-bound to 127.0.0.1 with a random key passed by environment, never argv.
-One ManagedVllm is one launch; the supervisor (supervisor.py) makes a new one
-for every restart.
+vLLM runs under our guardian (guardian.py) in its own process group, bound to
+127.0.0.1 with a random key passed by environment, never argv; a keeper
+(keeper.py) owns it so that every language server with the same settings shares
+one vLLM (shared.py). One ManagedVllm is one server's use of one launch; the
+supervisor (supervisor.py) makes a new one for every restart.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
 from langserver.backend.client import Endpoint
-from langserver.backend.guardian import PARENT_ENV, STOP_REQUEST, group_alive
+from langserver.backend.guardian import group_alive
+from langserver.backend.shared import Member, Registry, SharedState
 from langserver.backend.status import Status
 from langserver.settings import Settings
 
@@ -37,6 +41,8 @@ DIAGNOSIS_LINES = 400
 STOP_TIMEOUT_S = 20.0
 _GUARDIAN_PID = re.compile(r"^vllm-ghost-guardian: pid (\d+)$")
 _GUARDIAN_EXIT = re.compile(r"^vllm-ghost-guardian: exited (-?\d+)$")
+_KEEPER_STOP = re.compile(r"^vllm-ghost-keeper: stopp(?:ing|ed) (.+)$")
+FOLLOW_S = 0.1  # how often the launch's log and its keeper are looked at
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Flags whose value is a secret: never on vLLM's command line (ps shows it to every user).
 SECRET_FLAGS = ("--api-key",)
@@ -70,6 +76,8 @@ class Failure:
     message: str
     permanent: bool = False
     exit_code: int | None = None
+    # Another window restarted or stopped the shared vLLM: rejoin soon, not a failure to count.
+    expected: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,22 +232,15 @@ def diagnose(lines: list[str]) -> str:
     return classify(lines).advice
 
 
-async def _returncode(process: asyncio.subprocess.Process) -> int:
-    """The guardian's exit code. Not `process.wait()`: before Python 3.12 that also waits for
-    every holder of its stdout pipe to close it, and vLLM's processes inherit the pipe, so it
-    would wait for the very processes we want to clean up after the guardian."""
-    while process.returncode is None:
-        await asyncio.sleep(0.05)
-    return process.returncode
-
-
 def _looks_local(path: str) -> bool:
     """A filesystem path rather than a hub id (`org/name`)."""
     return path.startswith(("/", "./", "../", "~")) or (len(path) > 2 and path[1] == ":" and path[2] in "\\/")
 
 
 class ManagedVllm:
-    """One vLLM process under a guardian; `start` returns once it serves or has failed."""
+    """One language server's use of a shared vLLM (shared.py): `start` joins the vLLM that
+    already serves these settings, or launches one under a keeper (keeper.py), and returns
+    once it serves or has failed. Its output arrives through the launch's log file."""
 
     def __init__(self, settings: Settings, on_status: StatusCallback, on_log: LogCallback,
                  on_warning: WarningCallback | None = None, detail: dict[str, object] | None = None) -> None:
@@ -250,15 +251,19 @@ class ManagedVllm:
         self.detail = dict(detail or {})  # added to every status this launch reports
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.diagnosis_lines: deque[str] = deque(maxlen=DIAGNOSIS_LINES)
+        self.registry = Registry.for_settings(settings)
+        self.state: SharedState | None = None
         self.launch: Launch | None = None
-        self.process: asyncio.subprocess.Process | None = None
+        self.joined = False  # attached to a vLLM another server launched
         self.vllm_pid: int | None = None
         self.exit_code: int | None = None
+        self.ended_by: str | None = None  # the keeper's reason, when it stopped the launch
         self.failure: Failure | None = None
         # Set the moment vLLM's API server is known to be gone (before its group is cleared).
         self.exited = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Task[None] | None = None
+        self._keeper: subprocess.Popen[bytes] | None = None  # when this server launched it
+        self._log: BinaryIO | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._stopping = False
         self.started_at = 0.0
         self.ready_after_s: float | None = None
@@ -271,11 +276,22 @@ class ManagedVllm:
                         model=self.settings.model.name)
 
     @property
+    def keeper_pid(self) -> int | None:
+        return self.state.keeper.pid if self.state is not None else None
+
+    @property
     def stopping(self) -> bool:
         return self._stopping
 
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None and not self.exited.is_set()
+        return self.state is not None and not self.exited.is_set()
+
+    def clients(self) -> int:
+        """How many language servers use this vLLM now (this one included)."""
+        current = self.registry.read()
+        if self.state is None or current is None or current.launch_id != self.state.launch_id:
+            return 0
+        return len(current.clients)
 
     def _preflight(self) -> Failure | None:
         """Failures we can name before spending minutes on a launch."""
@@ -303,52 +319,119 @@ class ManagedVllm:
             self._on_warning(f"{', '.join(sorted(set(removed)))} removed from vllmGhost.vllm.args: it would show "
                              "the key to every user (ps); vLLM Ghost passes its own key by environment.")
 
+    # --- start: join or launch ------------------------------------------------------------------
     async def start(self) -> bool:
-        """Start vLLM and wait until /health answers; False (and `failure` says why) otherwise."""
+        """Join or launch vLLM and wait until /health answers; False (and `failure` says why) otherwise."""
         self._stopping = False
-        self.tail.clear()
-        self.diagnosis_lines.clear()
         self.ready_after_s = None
-        self.failure = self._preflight()
-        if self.failure is not None:
-            return False
-        self._security_warnings()
-        self.launch = build_launch(self.settings)
         self.started_at = time.monotonic()
-        self._status("starting", f"Starting vLLM for {self.settings.model.name}")
-        self._on_log(f"starting vLLM: {' '.join(self.launch.argv)}")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "langserver.backend.guardian", *self.launch.argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**self.launch.env, PARENT_ENV: str(os.getpid())},
-        )
-        self._reader = asyncio.create_task(self._read_output(self.process))
-        self._waiter = asyncio.create_task(self._wait_exit(self.process))
+        self._security_warnings()
+        state = await self._join_or_launch()
+        if state is None:
+            return False
+        self.state = state
+        self.vllm_pid = state.vllm_pid
+        if self.launch is None:  # joined: only what the state says
+            self.launch = Launch(argv=[], env={}, host=state.host, port=state.port, api_key=state.api_key)
+        self._log = self.registry.log_path(state.log).open("rb")
+        if self.joined:
+            self._log.seek(0, os.SEEK_END)  # what vLLM says from now on; it loaded without us
+        self._follower = asyncio.create_task(self._follow())
         ok = await self._wait_ready(self.launch)
         if not ok and not self._stopping:
             await self.stop(report=False)
         return ok
+
+    async def _join_or_launch(self) -> SharedState | None:
+        """Attach to the registered vLLM, or launch one; wait out one that is stopping (its
+        GPU memory is not free yet). None when the launch cannot even begin (`failure`)."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S + 10
+        said = False
+        while True:
+            with self.registry.locked():
+                state = self.registry.read()
+                if state is not None and not state.keeper.alive():
+                    self._clear_stale(state)
+                    state = None
+                if state is None:
+                    return self._launch()
+                if state.phase == "running":
+                    state = state.with_client(Member.me(), self.settings.vllm.keep_alive,
+                                              self.settings.vllm.idle_grace_s)
+                    self.registry.write(state)
+                    self.joined = True
+                    self._on_log(f"joining the vLLM for {self.settings.model.name} that process "
+                                 f"{state.keeper.pid} keeps ({len(state.clients)} servers use it)")
+                    self._status("starting", f"Joining the running vLLM for {self.settings.model.name}",
+                                 shared=True)
+                    return state
+            if time.monotonic() > deadline:
+                self.failure = Failure("The previous vLLM for these settings did not stop; "
+                                       "run 'vLLM Ghost: Restart Model'.")
+                return None
+            if not said:
+                said = True
+                self._status("starting", f"Waiting for the previous vLLM for {self.settings.model.name} to stop")
+            await asyncio.sleep(0.2)
+
+    def _clear_stale(self, state: SharedState) -> None:
+        """A state whose keeper died without cleaning up (it was SIGKILLed, the machine slept...)."""
+        self._on_log(f"removing a stale vLLM registration (keeper {state.keeper.pid} is gone)")
+        if state.vllm_pid is not None and group_alive(state.vllm_pid):
+            # A pid is not reused while its process group lives: this group is that vLLM's.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(state.vllm_pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            self.registry.log_path(state.log).unlink()
+        self.registry.remove(state.launch_id)
+
+    def _launch(self) -> SharedState | None:
+        """Start the keeper and register the launch (the caller holds the registry lock)."""
+        self.failure = self._preflight()
+        if self.failure is not None:
+            return None
+        launch = build_launch(self.settings)
+        launch_id = secrets.token_hex(8)
+        log_name = self.registry.log_name(launch_id)
+        self._status("starting", f"Starting vLLM for {self.settings.model.name}")
+        self._on_log(f"starting vLLM: {' '.join(launch.argv)}")
+        log_fd = os.open(self.registry.log_path(log_name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            self._keeper = subprocess.Popen(
+                [sys.executable, "-m", "langserver.backend.keeper", str(self.registry.root), self.registry.id,
+                 launch_id, *launch.argv],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, env=launch.env,
+                # Its own session: it must outlive this server when other windows use the model,
+                # and a signal to our process group (a terminal's Ctrl-C) is not for it.
+                start_new_session=True,
+            )
+        finally:
+            os.close(log_fd)
+        vllm = self.settings.vllm
+        state = SharedState(launch_id=launch_id, keeper=Member.of(self._keeper.pid), host=launch.host,
+                            port=launch.port, api_key=launch.api_key, log=log_name, model=self.settings.model.name,
+                            started_at=time.time(), clients=(Member.me(),), keep_alive=vllm.keep_alive,
+                            grace_s=vllm.idle_grace_s)
+        self.registry.write(state)
+        self.launch = launch
+        self.joined = False
+        return state
 
     async def _wait_ready(self, launch: Launch) -> bool:
         deadline = self.started_at + self.settings.vllm.startup_timeout_s
         async with httpx.AsyncClient(timeout=2.0) as http:
             while time.monotonic() < deadline:
                 if self.exited.is_set():
-                    if self._reader is not None:
-                        await asyncio.wait([self._reader], timeout=2.0)
+                    if self._follower is not None:
+                        await asyncio.wait([self._follower], timeout=2.0)
                     if self._stopping:
                         return False
-                    diagnosis = classify(list(self.diagnosis_lines))
-                    # A port we picked ourselves can be taken in between: that one is worth a retry.
-                    permanent = diagnosis.permanent and not (
-                        "port" in diagnosis.advice and not self.settings.vllm.port)
-                    self.failure = Failure(diagnosis.advice, permanent=permanent, exit_code=self.exit_code)
+                    self.failure = self._start_failure()
                     return False
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(launch.base_url + "/health")).status_code == 200:
                         self.ready_after_s = time.monotonic() - self.started_at
+                        self._refresh_pid()
                         return True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.exited.wait(), 0.5)
@@ -356,44 +439,76 @@ class ManagedVllm:
                                "(vllmGhost.vllm.startupTimeoutS).", permanent=False)
         return False
 
-    async def _read_output(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
+    def _start_failure(self) -> Failure:
+        if self.joined and self.ended_by is not None and not self.diagnosis_lines:
+            return Failure(f"the shared vLLM stopped while this window was joining it ({self.ended_by})",
+                           expected=True)
+        diagnosis = classify(list(self.diagnosis_lines))
+        # A port we picked ourselves can be taken in between: that one is worth a retry.
+        permanent = diagnosis.permanent and not ("port" in diagnosis.advice and not self.settings.vllm.port)
+        return Failure(diagnosis.advice, permanent=permanent, exit_code=self.exit_code)
+
+    # --- following the launch -------------------------------------------------------------------
+    async def _follow(self) -> None:
+        """Read the launch's log as it grows; notice when the keeper is gone."""
+        assert self._log is not None and self.state is not None
+        pending = b""
+        keeper = self.state.keeper
         while True:
-            try:
-                raw = await process.stdout.readline()
-            except ValueError:  # a line longer than the stream limit: skip it
-                continue
-            if not raw:
+            pending = self._read_lines(pending)
+            self._refresh_pid()
+            if self._keeper is not None:
+                self._keeper.poll()  # reap it, or it looks alive as a zombie
+            if self.exited.is_set() and self.ended_by is not None:
                 return
-            line = _ANSI.sub("", raw.decode("utf-8", "replace").rstrip())
-            if not line:
-                continue
-            match = _GUARDIAN_PID.match(line)
-            if match:
-                self.vllm_pid = int(match.group(1))
-                continue
-            match = _GUARDIAN_EXIT.match(line)
-            if match:
-                self._mark_exited(int(match.group(1)))
-                continue
-            self.tail.append(line)
-            self.diagnosis_lines.append(line)
-            self._on_log(line)
-            if self.ready_after_s is None and not self._stopping and not self.exited.is_set():
-                elapsed = time.monotonic() - self.started_at
-                self._status("loading", f"Loading {self.settings.model.name} ({elapsed:.0f} s)",
-                             line=line[-200:])
+            if not keeper.alive():
+                self._read_lines(pending + b"\n")
+                if self.ended_by is None:
+                    self.ended_by = "its keeper process went away"
+                self._mark_exited(self.exit_code)
+                return
+            await asyncio.sleep(FOLLOW_S)
 
-    async def _wait_exit(self, process: asyncio.subprocess.Process) -> None:
-        code = await _returncode(process)
-        if self.exit_code is None:
-            self._mark_exited(code if code < 128 else 128 - code)
-        # The guardian is gone; if its group-clearing was cut short (someone killed
-        # the guardian itself), finish the job here.
-        if self.vllm_pid is not None and group_alive(self.vllm_pid):
-            self._kill_group_directly(signal.SIGKILL)
+    def _refresh_pid(self) -> None:
+        """A server that joined before vLLM was up learns its pid from the keeper's record."""
+        if self.vllm_pid is None and self.state is not None:
+            current = self.registry.read()
+            if current is not None and current.launch_id == self.state.launch_id:
+                self.vllm_pid = current.vllm_pid
 
-    def _mark_exited(self, code: int) -> None:
+    def _read_lines(self, pending: bytes) -> bytes:
+        assert self._log is not None
+        with contextlib.suppress(OSError):
+            if os.fstat(self._log.fileno()).st_size < self._log.tell():
+                self._log.seek(0)  # the keeper cut a long log back
+        data = pending + self._log.read()
+        *lines, rest = data.split(b"\n")
+        for raw in lines:
+            self._on_line(raw)
+        return rest
+
+    def _on_line(self, raw: bytes) -> None:
+        line = _ANSI.sub("", raw.decode("utf-8", "replace").rstrip())
+        if not line:
+            return
+        if match := _GUARDIAN_PID.match(line):
+            self.vllm_pid = int(match.group(1))
+            return
+        if match := _GUARDIAN_EXIT.match(line):
+            self._mark_exited(int(match.group(1)))
+            return
+        if match := _KEEPER_STOP.match(line):
+            self.ended_by = self.ended_by or match.group(1)
+            self._mark_exited(self.exit_code)
+            return
+        self.tail.append(line)
+        self.diagnosis_lines.append(line)
+        self._on_log(line)
+        if self.ready_after_s is None and not self._stopping and not self.exited.is_set():
+            elapsed = time.monotonic() - self.started_at
+            self._status("loading", f"Loading {self.settings.model.name} ({elapsed:.0f} s)", line=line[-200:])
+
+    def _mark_exited(self, code: int | None) -> None:
         if self.exit_code is None:
             self.exit_code = code
         self.exited.set()
@@ -402,34 +517,85 @@ class ManagedVllm:
         await self.exited.wait()
         return self.exit_code
 
+    # --- leaving --------------------------------------------------------------------------------
     async def stop(self, report: bool = True, graceful: bool = True) -> None:
-        """Stop vLLM and every process it started; idempotent. `graceful`: give vLLM the
-        guardian's grace to shut down cleanly, rather than the short one for an exiting server."""
+        """Stop this launch for every server that uses it, and every process it started;
+        idempotent. `graceful`: give vLLM the guardian's grace to shut down cleanly."""
         self._stopping = True
-        process = self.process
-        if process is not None and process.returncode is None:
-            assert process.stdin is not None
-            # ("stop" and) EOF: the guardian clears vLLM's process group.
-            if graceful:
-                with contextlib.suppress(OSError, RuntimeError):
-                    process.stdin.write(STOP_REQUEST + b"\n")
-            process.stdin.close()
-            try:
-                await asyncio.wait_for(_returncode(process), STOP_TIMEOUT_S)
-            except TimeoutError:
-                self._kill_group_directly(signal.SIGKILL)
-                process.kill()
-                await _returncode(process)
-        for task in (self._reader, self._waiter):
-            if task is not None:
-                await asyncio.wait([task], timeout=2.0)
+        state = self.state
+        if state is not None:
+            with self.registry.locked():
+                current = self.registry.read()
+                if current is not None and current.launch_id == state.launch_id and state.keeper.alive():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(state.keeper.pid, signal.SIGTERM if graceful else signal.SIGUSR1)
+            if not await self._keeper_gone(STOP_TIMEOUT_S):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(state.keeper.pid, signal.SIGKILL)
+            await self._clear_group()
+        await self._close()
         if report:
             self._status("stopped", "vLLM stopped")
 
-    def _kill_group_directly(self, signum: int) -> None:
-        if self.vllm_pid is not None:
+    async def release(self, stop_if_last: bool = False, graceful: bool = True) -> None:
+        """Stop using this vLLM. Others may go on using it; when nobody does, the keeper stops
+        it after vllm.idleGraceS, or right now when `stop_if_last` (or the grace is 0), then
+        `graceful`ly or not (an exiting server waits for nobody)."""
+        self._stopping = True
+        state = self.state
+        if state is None:
+            await self._close()
+            return
+        with self.registry.locked():
+            current = self.registry.read()
+            last = False
+            if current is not None and current.launch_id == state.launch_id:
+                rest = current.without_client(os.getpid())
+                last = not rest.clients and not rest.keep_alive
+                stop_now = last and (stop_if_last or rest.grace_s == 0)
+                if not stop_now:  # (when it is, the keeper must not see it idle first: it would stop gracefully)
+                    self.registry.write(rest)
+            else:
+                stop_now = True  # it is on its way out already: make sure it is gone
+        if stop_now:
+            await self.stop(report=False, graceful=graceful)
+            return
+        self._on_log("left the shared vLLM " + ("(it stops when idle)" if last else "(other servers still use it)"))
+        await self._close()
+
+    async def _keeper_gone(self, timeout: float) -> bool:
+        assert self.state is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._keeper is not None:
+                self._keeper.poll()
+            if not self.state.keeper.alive():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _clear_group(self) -> None:
+        """The guardian clears vLLM's group; if it was killed first, finish the job here."""
+        if self.vllm_pid is None:
+            return
+        deadline = time.monotonic() + 3.0
+        while group_alive(self.vllm_pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if group_alive(self.vllm_pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.vllm_pid, signum)
+                os.killpg(self.vllm_pid, signal.SIGKILL)
+
+    async def _close(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None and not follower.done():
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._keeper is not None:
+            self._keeper.poll()
 
     def _status(self, state: str, message: str, **detail: object) -> None:
         self._on_status(Status(state=state, message=message, detail={**self.detail, **detail}))  # type: ignore[arg-type]
