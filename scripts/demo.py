@@ -24,6 +24,7 @@ def options(model: Path) -> dict[str, Any]:
             "command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
             "args": ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"],
             "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+            "idleGraceS": 0,  # a one-shot run leaves nothing behind (windows keep it 10 s for a reload)
         },
     }
 

@@ -28,7 +28,7 @@ from lsprotocol import types
 from langserver.backend.shared import Member, Registry, SharedState, identity
 from langserver.settings import parse_settings
 from tests.conftest import group_alive
-from tests.fault_tools import launch, leftovers, managed_scripted_options, states, tree, wait_new_status
+from tests.fault_tools import launch, leftovers, managed_scripted_options, record, states, tree, wait_new_status
 from tests.lsp_client import GhostClient
 
 pytestmark = pytest.mark.faults
@@ -175,10 +175,14 @@ async def test_the_launching_window_killed_leaves_vllm_to_the_others_then_nothin
     assert group_alive(pid) and await completes(second)
     assert second.statuses[-1]["state"] == "ready"
     os.kill(second.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
+    killed = time.monotonic()
+    deadline = killed + 5
     while leftovers(snapshot) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert not leftovers(snapshot), "vLLM or its keeper outlived every window"
+    left = leftovers(snapshot)
+    record("shared vLLM: launching window SIGKILLed (vLLM stays for the other), then the other",
+           not left, time.monotonic() - killed, len(left))
+    assert not left, "vLLM or its keeper outlived every window"
 
 
 async def test_a_stale_registration_from_a_dead_keeper_is_recovered(clients: list[GhostClient]) -> None:
