@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV, example
 
@@ -102,6 +103,15 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def yaml_entry(path: Path) -> dict[str, Any]:
+    """Our model entry from Continue's config.yaml (a plain structure: the extension writes it)."""
+    config = yaml.safe_load(path.read_text())
+    entries = [model for model in config["models"] if str(model.get("name", "")).startswith("vLLM Ghost")]
+    assert len(entries) == 1, config
+    entry: dict[str, Any] = entries[0]
+    return entry
+
+
 def cursor_of(text: str) -> tuple[int, int]:
     """1-based line and column (UTF-16 code units, as VS Code counts) of the end of `text`."""
     lines = text.split("\n")
@@ -117,6 +127,8 @@ class CodeServer:
     workspace: Path
     marker: str
     log: Path
+    home: Path
+    vllm_port: int
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +150,7 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
     installed = subprocess.run([tools.code_server, *dirs, "--install-extension", str(vsix), "--force"], env=env,
                                capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    vllm_port = free_port()
     settings = {
         "workbench.startupEditor": "none",
         "workbench.secondarySideBar.defaultVisibility": "hidden",
@@ -162,6 +175,8 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
         "vllmGhost.vllm.args": VLLM_ARGS,
         "vllmGhost.vllm.env": VLLM_ENV,
         "vllmGhost.vllm.startupTimeoutS": 300,
+        # Fixed, as Continue needs it (Configure Continue offers 30000 otherwise, which may be taken here).
+        "vllmGhost.vllm.port": vllm_port,
         "vllmGhost.completion.timeoutMs": 30000,
     }
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -183,7 +198,7 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
         env=env, cwd=workspace, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    server = CodeServer(url, started, process, settings_file, workspace, marker, log)
+    server = CodeServer(url, started, process, settings_file, workspace, marker, log, home, vllm_port)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -262,6 +277,15 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
     labels = [state["label"] for state in result["states"]]
     assert labels.count("vLLM Ghost: ready") >= 3, labels
     assert any(item.startswith("Restart Model") or "Restart Model" in item for item in result["menu"]), result["menu"]
+    # Configure Continue wrote one model entry for chat/edit/apply on our vLLM, with its key, shown first.
+    assert result["continueDiff"] >= 1 and "Create" in result["continueDialog"], result["continueDialog"]
+    continue_config = yaml_entry(code_server.home / ".continue" / "config.yaml")
+    key = (code_server.home / ".config" / "vllm-ghost" / "api-key").read_text().strip()
+    assert continue_config["apiBase"] == f"http://127.0.0.1:{code_server.vllm_port}/v1"
+    assert continue_config["apiKey"] == key and continue_config["provider"] == "openai"
+    assert continue_config["model"] == MODEL_NAME and sorted(continue_config["roles"]) == ["apply", "chat", "edit"]
+    assert continue_config["defaultCompletionOptions"]["contextLength"] == 4096
+    assert oct((code_server.home / ".continue" / "config.yaml").stat().st_mode & 0o777) == "0o600"
     # The broken command: exactly one notification naming the fix, error state, setting opened.
     assert result["notificationCount"] == 1
     assert "pip install vllm-ghost" in result["notification"]

@@ -281,6 +281,19 @@ try {
   await retrigger('afterToggle');
   await page.keyboard.press('Escape');
 
+  // Configure Continue: the change to ~/.continue/config.yaml as a diff, written on Write.
+  await palette('vLLM Ghost: Configure Continue to use this model');
+  const dialog = page.locator('.monaco-dialog-box');
+  await dialog.waitFor({ state: 'visible', timeout: 20000 });
+  result.continueDialog = (await dialog.innerText()).replace(/\s+/g, ' ');
+  result.continueDiff = await page.locator('.tab', { hasText: 'Continue config.yaml' }).count();
+  await shot('continue-dialog');
+  await dialog.locator('.monaco-button', { hasText: 'Write' }).first().click();
+  const written = page.locator('.notifications-toasts .notification-toast', { hasText: 'Continue now uses' });
+  await written.first().waitFor({ state: 'visible', timeout: 20000 });
+  mark('continueWritten');
+  await written.first().locator('.codicon-notifications-clear, .codicon-close').first().click().catch(() => undefined);
+
   // A broken server command: one notification with the fix and a button opening the setting.
   const settings = JSON.parse(readFileSync(config.settingsFile, 'utf8'));
   settings['vllmGhost.server.command'] = config.brokenCommand;
