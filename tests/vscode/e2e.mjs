@@ -255,7 +255,8 @@ try {
   mark('readyAfterRestartModel');
   await retrigger('afterRestartModel');
 
-  // Restart Server from the palette: a new language server (and vLLM).
+  // Restart Server from the palette: a new language server, which joins the vLLM the old one left
+  // (it waits vllm.idleGraceS for a window to come back), so ghost text is back in seconds.
   await palette('vLLM Ghost: Restart Server');
   mark('restartServer');
   await waitNotReady(60000);
