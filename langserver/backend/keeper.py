@@ -80,8 +80,8 @@ class Keeper:
         while self.stop_reason is None:
             time.sleep(POLL_S)
             if guardian.poll() is not None:
-                self.stop_reason = EXITED
-            else:
+                self.stop_reason = self.stop_reason or EXITED
+            elif self.stop_reason is None:  # a signal may have asked for the stop during the sleep
                 self._check_clients()
         self._mark_stopping()
         self._stop(guardian)
@@ -114,7 +114,7 @@ class Keeper:
         now = time.monotonic()
         if self._idle_since is None:
             self._idle_since = now
-            self.quick = abandoned  # nobody is left to wait for a graceful shutdown
+            self.quick = self.quick or abandoned  # nobody is left to wait for a graceful shutdown
         if now - self._idle_since >= state.grace_s:
             self.stop_reason = ABANDONED if self.quick else IDLE
 
