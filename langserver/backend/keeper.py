@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from langserver.backend.guardian import PARENT_ENV, STOP_REQUEST, kill_group
 from langserver.backend.shared import Registry, SharedState
@@ -93,14 +94,13 @@ class Keeper:
 
     def _state(self) -> SharedState | None:
         with self.registry.locked():
-            state = self.registry.read()
-        return state if state is not None and state.launch_id == self.launch_id else None
+            return self.registry.read_launch(self.launch_id)
 
     def _check_clients(self) -> None:
         """Drop dead clients; decide whether the launch is idle for long enough to stop."""
         with self.registry.locked():
-            state = self.registry.read()
-            if state is None or state.launch_id != self.launch_id:
+            state = self.registry.read_launch(self.launch_id)
+            if state is None:
                 self.stop_reason = REPLACED
                 return
             alive = tuple(client for client in state.clients if client.alive())
@@ -118,18 +118,19 @@ class Keeper:
         if now - self._idle_since >= state.grace_s:
             self.stop_reason = ABANDONED if self.quick else IDLE
 
-    def _record_pid(self) -> None:
+    def _update(self, **changes: Any) -> None:
+        """Change fields of this launch's state, unless it is no longer this launch's."""
         with self.registry.locked():
-            state = self.registry.read()
-            if state is not None and state.launch_id == self.launch_id:
-                self.registry.write(dataclasses.replace(state, vllm_pid=self.vllm_pid))
+            state = self.registry.read_launch(self.launch_id)
+            if state is not None:
+                self.registry.write(dataclasses.replace(state, **changes))
+
+    def _record_pid(self) -> None:
+        self._update(vllm_pid=self.vllm_pid)
 
     def _mark_stopping(self) -> None:
         """No client may attach to a launch on its way out; launchers wait for it to finish."""
-        with self.registry.locked():
-            state = self.registry.read()
-            if state is not None and state.launch_id == self.launch_id:
-                self.registry.write(dataclasses.replace(state, phase="stopping", reason=self.stop_reason or ""))
+        self._update(phase="stopping", reason=self.stop_reason or "")
         self._say(f"stopping {self.stop_reason}")  # clients fail their requests now, not at the socket error
 
     def _stop(self, guardian: subprocess.Popen[bytes]) -> None:

@@ -188,10 +188,14 @@ class Registry:
                 os.unlink(temporary)
             raise
 
+    def read_launch(self, launch_id: str) -> SharedState | None:
+        """The state, if it is still that launch's (not replaced by a newer one, not removed)."""
+        state = self.read()
+        return state if state is not None and state.launch_id == launch_id else None
+
     def remove(self, launch_id: str) -> None:
         """Remove the state if it is still that launch's."""
-        state = self.read()
-        if state is not None and state.launch_id == launch_id:
+        if self.read_launch(launch_id) is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.state_path.unlink()
 

@@ -167,8 +167,8 @@ class Supervisor:
                 self._announce_restart(ended)
             raise
         except asyncio.CancelledError:
-            # Cancelled without stop(): the event loop is closing because the server is exiting.
-            mode = self._stop_mode if self._stopping else "exit"
+            # Without stop() (the finally takes stop()'s mode): the server is exiting.
+            mode = "exit"
             raise
         finally:
             if self._stopping:
@@ -270,7 +270,6 @@ class Supervisor:
     def _failure_of(state: RetryCallState) -> Failure | None:
         error = state.outcome.exception() if state.outcome is not None else None
         return error.failure if isinstance(error, LaunchEnded) else None
-
 
 
 async def _let_go(vllm: ManagedVllm, mode: StopMode) -> None:

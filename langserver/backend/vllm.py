@@ -288,10 +288,8 @@ class ManagedVllm:
 
     def clients(self) -> int:
         """How many language servers use this vLLM now (this one included)."""
-        current = self.registry.read()
-        if self.state is None or current is None or current.launch_id != self.state.launch_id:
-            return 0
-        return len(current.clients)
+        current = self.registry.read_launch(self.state.launch_id) if self.state is not None else None
+        return len(current.clients) if current is not None else 0
 
     def _preflight(self) -> Failure | None:
         """Failures we can name before spending minutes on a launch."""
@@ -472,8 +470,8 @@ class ManagedVllm:
     def _refresh_pid(self) -> None:
         """A server that joined before vLLM was up learns its pid from the keeper's record."""
         if self.vllm_pid is None and self.state is not None:
-            current = self.registry.read()
-            if current is not None and current.launch_id == self.state.launch_id:
+            current = self.registry.read_launch(self.state.launch_id)
+            if current is not None:
                 self.vllm_pid = current.vllm_pid
 
     def _read_lines(self, pending: bytes) -> bytes:
@@ -525,8 +523,7 @@ class ManagedVllm:
         state = self.state
         if state is not None:
             with self.registry.locked():
-                current = self.registry.read()
-                if current is not None and current.launch_id == state.launch_id and state.keeper.alive():
+                if self.registry.read_launch(state.launch_id) is not None and state.keeper.alive():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(state.keeper.pid, signal.SIGTERM if graceful else signal.SIGUSR1)
             if not await self._keeper_gone(STOP_TIMEOUT_S):
@@ -547,9 +544,9 @@ class ManagedVllm:
             await self._close()
             return
         with self.registry.locked():
-            current = self.registry.read()
+            current = self.registry.read_launch(state.launch_id)
             last = False
-            if current is not None and current.launch_id == state.launch_id:
+            if current is not None:
                 rest = current.without_client(os.getpid())
                 last = not rest.clients and not rest.keep_alive
                 stop_now = last and (stop_if_last or rest.grace_s == 0)
