@@ -161,10 +161,27 @@ def test_token_window_fits_the_token_budget(model_dir: Path) -> None:
     budget = Budget.from_tokens(500)
     offset = SOURCE.index("return value * 250")
     context = build_context(SOURCE, offset, budget, counter=counter)
-    assert count_text(counter, context.prefix) <= budget.prefix_tokens + budget.suffix_tokens
     assert count_text(counter, context.prefix + context.suffix) <= budget.total_tokens
-    # and it uses the budget: more than the character estimate would have given
-    assert count_text(counter, context.prefix + context.suffix) >= budget.total_tokens * 0.8
+    # and it uses the budget: a window one step (and a line) longer would not fit
+    start = offset - len(context.prefix)
+    earlier = SOURCE.rfind("\n", 0, start - budget.step - 1) + 1
+    assert count_text(counter, SOURCE[earlier:offset]) + ctx.CURSOR_LINE_GRAIN > budget.prefix_tokens
+
+
+def test_suffix_keeps_its_share_mid_file_and_takes_the_rest_at_the_start(model_dir: Path) -> None:
+    """After the cursor nothing is reused by vLLM's prefix cache: mid-file, the slack the
+    prefix window's coarse steps leave is not handed to the suffix."""
+    counter = counter_for(str(model_dir))
+    budget = Budget.from_tokens(500)
+    offset = SOURCE.index("return value * 250")
+    for typed in ("", "r", "retu", "return v"):
+        text = SOURCE[:offset] + typed + SOURCE[offset:]
+        context = build_context(text, offset + len(typed), budget, counter=counter)
+        assert count_text(counter, context.suffix) <= budget.suffix_tokens
+    near_start = SOURCE.index("return value * 3 ")
+    context = build_context(SOURCE, near_start, budget, counter=counter)
+    assert context.prefix == SOURCE[:near_start]
+    assert count_text(counter, context.suffix) > budget.suffix_tokens
 
 
 def test_pipeline_uses_the_tokenizer_from_the_model_dir(model_dir: Path) -> None:
