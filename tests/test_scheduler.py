@@ -8,7 +8,6 @@ import pytest
 
 from langserver.completion.scheduler import (
     ADAPTIVE_CAP_S,
-    PAUSE_S,
     DocumentScheduler,
     Scheduler,
     TypingRate,
@@ -114,22 +113,20 @@ async def test_forget_cancels_the_document_request() -> None:
 
 def test_fixed_debounce_is_the_setting() -> None:
     rate = TypingRate()
-    assert debounce_delay(150, rate, 0.05) == pytest.approx(0.150)
-    assert debounce_delay(0, rate, 0.05) == 0
+    assert debounce_delay(150, rate) == pytest.approx(0.150)
+    assert debounce_delay(0, rate) == 0
 
 
-def test_adaptive_waits_nothing_without_history_or_after_a_pause() -> None:
-    assert adaptive_delay([], None) == 0
-    assert adaptive_delay([0.1, 0.1], None) == 0
-    assert adaptive_delay([0.1, 0.1], PAUSE_S + 0.5) == 0
+def test_adaptive_waits_nothing_without_history() -> None:
+    assert adaptive_delay([]) == 0
 
 
 def test_adaptive_follows_the_median_interval_and_is_capped() -> None:
-    assert adaptive_delay([0.06, 0.06, 0.2], 0.06) == pytest.approx(0.09)
-    assert adaptive_delay([0.4, 0.5, 0.6], 0.5) == ADAPTIVE_CAP_S
+    assert adaptive_delay([0.06, 0.06, 0.2]) == pytest.approx(0.09)
+    assert adaptive_delay([0.4, 0.5, 0.6]) == ADAPTIVE_CAP_S
 
 
-def test_typing_rate_ignores_pauses() -> None:
+def test_a_pause_is_not_a_typing_interval_and_the_key_after_it_waits() -> None:
     clock = FakeClock()
     scheduler = DocumentScheduler(clock)
     delays = []
@@ -137,14 +134,28 @@ def test_typing_rate_ignores_pauses() -> None:
         clock.now += gap
         delays.append(scheduler.note(-1))
     assert list(scheduler.rate.intervals) == [pytest.approx(0.1)] * 3
-    # first ever: 0; typing: 1.5 x 100 ms; first after the pause: 0; typing again: 150 ms
-    assert delays == [0, pytest.approx(0.15), pytest.approx(0.15), 0, pytest.approx(0.15)]
+    # first ever: 0 (no history); typing: 1.5 x 100 ms; the first key after the pause starts
+    # a burst, so it waits like the others
+    assert delays == [0, pytest.approx(0.15), pytest.approx(0.15), pytest.approx(0.15), pytest.approx(0.15)]
+
+
+def test_the_typing_rate_carries_across_documents() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(clock)
+    for _ in range(4):
+        clock.now += 0.1
+        scheduler.document("file:///a.py").note(-1)
+    clock.now += 5.0  # the user switches files
+    assert scheduler.document("file:///b.py").note(-1) == pytest.approx(0.15)
+    scheduler.forget("file:///a.py")
+    clock.now += 0.1
+    assert scheduler.document("file:///b.py").note(-1) == pytest.approx(0.15)
 
 
 def test_adaptive_waits_nothing_at_a_line_start() -> None:
     # Just after Enter is where people stop to look: answer at once.
-    assert adaptive_delay([0.1, 0.1], 0.1, line_start=True) == 0
-    assert debounce_delay(150, TypingRate(), 0.1, line_start=True) == pytest.approx(0.150)  # fixed stays fixed
+    assert adaptive_delay([0.1, 0.1], line_start=True) == 0
+    assert debounce_delay(150, TypingRate(), line_start=True) == pytest.approx(0.150)  # fixed stays fixed
 
 
 def test_line_start_means_only_indentation_before_the_cursor() -> None:
