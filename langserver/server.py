@@ -29,7 +29,7 @@ from langserver.completion.scheduler import Scheduler, at_line_start
 from langserver.completion.stream import manager_stream
 from langserver.completion.timings import Timings, TimingStats
 from langserver.document import TextBuffer
-from langserver.settings import Settings, parse_settings, redacted
+from langserver.settings import Settings, parse_settings, process_settings, redacted
 
 STATUS_NOTIFICATION = "vllmGhost/status"
 CMD_RESTART_MODEL = "vllmGhost.restartModel"
@@ -128,7 +128,10 @@ class GhostServer(LanguageServer):
         for problem in problems:
             self.show_once(problem, types.MessageType.Warning)
         self.log_line(f"settings: {redacted(self.settings)}")
-        return backend_identity(old) != backend_identity(self.settings)
+        if backend_identity(old) != backend_identity(self.settings):
+            return True
+        self.backend.update(self.settings)
+        return False
 
     def start_backend(self, restart: bool = False) -> None:
         async def run() -> None:
@@ -231,8 +234,9 @@ class GhostServer(LanguageServer):
 
 
 def backend_identity(settings: Settings) -> tuple[object, ...]:
-    """What a backend restart is needed for (the prompt format and completion knobs are not)."""
-    return (settings.backend, settings.model.path, settings.model.name, settings.vllm)
+    """What a backend restart is needed for (the prompt format, completion and supervision
+    knobs are not)."""
+    return (settings.backend, settings.model.path, settings.model.name, process_settings(settings.vllm))
 
 
 server = GhostServer()

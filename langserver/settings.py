@@ -65,6 +65,16 @@ class VllmSettings:
     health_interval_s: float = 5.0  # how often /health is checked while serving
 
 
+# vllm.* knobs that steer the supervisor and the keeper, not the vLLM process: a change
+# applies to the running vLLM instead of starting a new one (minutes of model loading).
+SUPERVISION_FIELDS = ("idle_grace_s", "keep_alive", "max_restarts", "restart_window_s", "health_interval_s")
+
+
+def process_settings(vllm: VllmSettings) -> VllmSettings:
+    """`vllm` with the supervision knobs at their defaults: what the process is made of."""
+    return dataclasses.replace(vllm, **{name: getattr(VllmSettings(), name) for name in SUPERVISION_FIELDS})
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     enabled: bool = True

@@ -139,6 +139,13 @@ class BackendManager:
         async with self._lock:
             await self._stop("leave")
 
+    def update(self, settings: Settings) -> None:
+        """New settings that need no new backend (the server decides): they apply from now on,
+        and Restart Model compares against them."""
+        self.settings = settings
+        if self.supervisor is not None:
+            self.supervisor.update(settings)
+
     async def restart(self, settings: Settings | None = None) -> None:
         """Restart Model (the same settings: a new vLLM for every window that shares it), or
         move to new settings (the old vLLM stops at once if no other window uses it)."""

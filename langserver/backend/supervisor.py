@@ -81,6 +81,12 @@ class Supervisor:
         self._stop_mode: StopMode = "leave"
 
     # --- public ---------------------------------------------------------------------------------
+    def update(self, settings: Settings) -> None:
+        """Supervision knobs changed: the next check and launch use them; the running vLLM stays."""
+        self.settings = settings
+        if self.vllm is not None:
+            self.vllm.update(settings)
+
     def launch(self) -> None:
         """Start supervising in the background; `settled` tells when the first launch is decided."""
         self._task = asyncio.create_task(self._run(), name="vllm-supervisor")

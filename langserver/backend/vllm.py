@@ -291,6 +291,24 @@ class ManagedVllm:
         current = self.registry.read_launch(self.state.launch_id) if self.state is not None else None
         return len(current.clients) if current is not None else 0
 
+    def update(self, settings: Settings) -> None:
+        """Supervision knobs changed (settings.SUPERVISION_FIELDS): keepAlive and a longer
+        idleGraceS reach the keeper now. They are the most any window asked for, so turning
+        keepAlive off or shortening the grace waits for the next launch."""
+        self.settings = settings
+        state = self.state
+        if state is None:
+            return
+        vllm = settings.vllm
+        with self.registry.locked():
+            current = self.registry.read_launch(state.launch_id)
+            if current is None or not any(client.pid == os.getpid() for client in current.clients):
+                return
+            self.registry.write(current.with_client(Member.me(), vllm.keep_alive, vllm.idle_grace_s))
+        if (current.keep_alive and not vllm.keep_alive) or current.grace_s > vllm.idle_grace_s:
+            self._on_log("vllm.keepAlive / vllm.idleGraceS: the running vLLM keeps the most any window "
+                         "asked for until it next starts")
+
     def _preflight(self) -> Failure | None:
         """Failures we can name before spending minutes on a launch."""
         vllm = self.settings.vllm
