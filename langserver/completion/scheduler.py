@@ -14,8 +14,7 @@ Debounce policy (`completion.debounceMs`):
   reaches vLLM. No wait at all where the user most likely stops to look: on a
   line that holds only indentation (just after Enter), and with no history yet.
   The first key after a pause waits like any other: it starts a burst (waiting
-  at it cut the tokens scripts/bench-typing spends by a third, for the same
-  latency after Enter).
+  at it cut the tokens scripts/bench-typing spends by a third or more).
   The rate is the user's, not the document's: it carries across files.
 
 Nothing here knows LSP: the server passes plain values and a job to run.
