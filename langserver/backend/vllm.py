@@ -295,11 +295,12 @@ class ManagedVllm:
         """Supervision knobs changed (settings.SUPERVISION_FIELDS): keepAlive and a longer
         idleGraceS reach the keeper now. They are the most any window asked for, so turning
         keepAlive off or shortening the grace waits for the next launch."""
-        self.settings = settings
-        state = self.state
-        if state is None:
-            return
+        old, self.settings = self.settings.vllm, settings
         vllm = settings.vllm
+        state = self.state
+        # Any other change (completion.*, maxRestarts...) has nothing to tell the keeper.
+        if state is None or (vllm.keep_alive, vllm.idle_grace_s) == (old.keep_alive, old.idle_grace_s):
+            return
         with self.registry.locked():
             current = self.registry.read_launch(state.launch_id)
             if current is None or not any(client.pid == os.getpid() for client in current.clients):
