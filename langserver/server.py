@@ -35,6 +35,8 @@ STATUS_NOTIFICATION = "vllmGhost/status"
 CMD_RESTART_MODEL = "vllmGhost.restartModel"
 CMD_STATUS = "vllmGhost.status"
 log = logging.getLogger("vllm-ghost")
+# The loggers `log.level` steers: this module's and the pipeline's (named after their modules).
+LOGGERS = ("vllm-ghost", "langserver")
 
 
 class GhostProtocol(LanguageServerProtocol):
@@ -128,6 +130,8 @@ class GhostServer(LanguageServer):
         for problem in problems:
             self.show_once(problem, types.MessageType.Warning)
         self.log_line(f"settings: {redacted(self.settings)}")
+        for name in LOGGERS:
+            logging.getLogger(name).setLevel(self.settings.log.level.upper())
         if backend_identity(old) != backend_identity(self.settings):
             return True
         self.backend.update(self.settings)

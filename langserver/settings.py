@@ -1,7 +1,7 @@
 """Typed settings: one schema for initializationOptions, didChangeConfiguration and the CLI.
 
 The wire format is the nested camelCase object VS Code sends
-(`{"backend": {...}, "model": {...}, "vllm": {...}, "completion": {...}}`).
+(`{"backend": {...}, "model": {...}, "vllm": {...}, "completion": {...}, "log": {...}}`).
 A bad value never stops the server: it falls back to the default and the
 key is reported, so the user can fix exactly that setting.
 """
@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 BackendMode = Literal["managed", "external"]
 PromptFormat = Literal["chat-fim", "raw-fim"]
 Multiline = Literal["auto", "always", "never"]
+LogLevel = Literal["error", "warning", "info", "debug"]
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,19 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    # What reaches the server's stderr (VS Code's output channel); "debug" adds one line of
+    # stage timings per completion.
+    level: LogLevel = "warning"
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 
 class SettingsError(ValueError):

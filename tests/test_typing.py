@@ -116,6 +116,33 @@ async def test_status_reports_stage_timings(client: GhostClient) -> None:
     print(f"\nstage timings: {timings}")
 
 
+async def test_log_level_debug_puts_each_completions_stage_timings_in_the_log(
+        client: GhostClient, external_vllm: VllmServer) -> None:
+    case = example("py_single_line")
+    text = case["prefix"] + case["suffix"]
+    position = position_of(text, len(case["prefix"]))
+
+    def timing_lines() -> list[str]:
+        return [line for line in client.stderr if "completion timings:" in line]
+
+    async def complete_with(level: str) -> None:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={**external_options(external_vllm), "log": {"level": level}}))
+        assert [i.insert_text for i in await client.complete(client.open(text), *position)] == [case["middle"]]
+        await asyncio.sleep(0.3)  # stderr is read by a task of its own
+
+    before = len(timing_lines())
+    await complete_with("debug")
+    lines = timing_lines()[before:]
+    assert len(lines) == 1, client.stderr[-5:]
+    for stage in ("debounce", "prompt", "first_token", "stream", "cleanup", "total"):
+        assert f"{stage}=" in lines[0], lines[0]
+    await complete_with("warning")
+    assert len(timing_lines()) == before + 1
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings=external_options(external_vllm)))
+
+
 async def _generated_for(client: GhostClient, server: VllmServer, multiline: str, name: str) -> tuple[str, float]:
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings=external_options(server, multiline=multiline)))

@@ -6,7 +6,7 @@
 
 export const SECTION = 'vllmGhost';
 /** The sections the language server knows; everything else (`server.*`) stays in the client. */
-export const SERVER_SECTIONS = ['backend', 'model', 'vllm', 'completion'] as const;
+export const SERVER_SECTIONS = ['backend', 'model', 'vllm', 'completion', 'log'] as const;
 export type ServerSection = (typeof SERVER_SECTIONS)[number];
 export type ServerSettings = Record<ServerSection, Record<string, unknown>>;
 
@@ -30,12 +30,12 @@ export function settingKeys(packageJson: PackageJsonLike): string[] {
 }
 
 /**
- * The server's settings object: `{backend: {...}, model: {...}, vllm: {...}, completion: {...}}`.
+ * The server's settings object: `{backend: {...}, model: {...}, vllm: {...}, completion: {...}, log: {...}}`.
  * `get` reads one key below `vllmGhost.` (VS Code's `WorkspaceConfiguration.get`, defaults included).
  * Client-only keys (`server.*`) are never sent.
  */
 export function toServerSettings(get: (key: string) => unknown, keys: readonly string[]): ServerSettings {
-  const result: ServerSettings = { backend: {}, model: {}, vllm: {}, completion: {} };
+  const result: ServerSettings = { backend: {}, model: {}, vllm: {}, completion: {}, log: {} };
   for (const key of keys) {
     const dot = key.indexOf('.');
     if (dot < 0) {

@@ -36,9 +36,10 @@ describe('settingKeys', () => {
 });
 
 describe('toServerSettings', () => {
-  it('nests the defaults into the four server sections', () => {
+  it('nests the defaults into the five server sections', () => {
     const settings = toServerSettings(configuration({}), keys);
-    assert.deepEqual(Object.keys(settings).sort(), ['backend', 'completion', 'model', 'vllm']);
+    assert.deepEqual(Object.keys(settings).sort(), ['backend', 'completion', 'log', 'model', 'vllm']);
+    assert.equal(settings.log.level, 'warning');
     assert.equal(settings.backend.mode, 'managed');
     assert.equal(settings.model.path, 'Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8');
     assert.equal(settings.completion.maxTokens, 128);
@@ -76,7 +77,7 @@ describe('toServerSettings', () => {
   it('skips unknown sections, nested names and unset values', () => {
     const get = (key: string): unknown => ({ 'backend.url': 'http://h/v1', 'x.y': 1, 'model.a.b': 2 })[key];
     const settings = toServerSettings(get, ['backend.url', 'backend.apiKey', 'x.y', 'model.a.b', 'flat']);
-    assert.deepEqual(settings, { backend: { url: 'http://h/v1' }, model: {}, vllm: {}, completion: {} });
+    assert.deepEqual(settings, { backend: { url: 'http://h/v1' }, model: {}, vllm: {}, completion: {}, log: {} });
   });
 });
 
