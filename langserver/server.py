@@ -28,6 +28,7 @@ from langserver.completion.postprocess import Completion
 from langserver.completion.scheduler import Scheduler, at_line_start
 from langserver.completion.stream import manager_stream
 from langserver.completion.timings import Timings, TimingStats
+from langserver.completion.warmup import Warmer
 from langserver.document import TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
 
@@ -78,7 +79,9 @@ class GhostServer(LanguageServer):
         self._last_status_at = 0.0
         self.scheduler = Scheduler()  # latest wins per document, debounce
         self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
-        self._stream = manager_stream(self.backend)
+        # Warm-ups for places vLLM has not prefilled; it sees every prompt's first token.
+        self.warmer = Warmer(manager_stream(self.backend))
+        self._stream = self.warmer.watch(manager_stream(self.backend))
         self.cache = CompletionCache()  # typing through a shown completion asks no one
         self._cache_settings = self.settings
 
@@ -104,6 +107,7 @@ class GhostServer(LanguageServer):
         if status.state == "error":
             self.show_once(status.message)
         elif status.state == "ready":
+            self.warmer.forget()  # a new vLLM has an empty prefix cache
             self.log_line(f"backend ready: {status.detail}", types.MessageType.Info)
         self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
 
@@ -173,10 +177,14 @@ class GhostServer(LanguageServer):
             return await pipeline.complete_streaming(request, settings, self._stream, self.backend.max_model_len,
                                                      timings=timings)
 
+        def warm() -> None:
+            self.warmer.warm(pipeline.make_warm_prompt(request, settings, self.backend.max_model_len))
+
         try:
             outcome = await asyncio.wait_for(
                 self.scheduler.run(params.text_document.uri, job, settings.completion.debounce_ms,
-                                   at_line_start(request.text, offset)),
+                                   at_line_start(request.text, offset),
+                                   warm if settings.completion.warm_prefix_cache else None),
                 settings.completion.timeout_ms / 1000,
             )
         except BackendUnavailable:
@@ -205,8 +213,9 @@ class GhostServer(LanguageServer):
     def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
         """The rest of a shown completion the user is typing through; it supersedes the request
         in flight and counts as a keystroke for the typing rate, like any request."""
-        if settings is not self._cache_settings:  # other settings, other completions
+        if settings is not self._cache_settings:  # other settings, other completions and prompts
             self.cache, self._cache_settings = CompletionCache(), settings
+            self.warmer.forget()
         cached = self.cache.get(request.text, request.offset)
         if cached is not None:
             self.scheduler.document(uri).note(settings.completion.debounce_ms)
@@ -233,6 +242,7 @@ class GhostServer(LanguageServer):
         if self.timing_stats.count:
             detail["timings"] = self.timing_stats.summary()
         detail["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
+        detail["warmups"] = self.warmer.sent
         status["settings"] = redacted(self.settings)
         return status
 

@@ -83,6 +83,8 @@ class CompletionSettings:
     temperature: float = 0.0
     multiline: Multiline = "auto"
     debounce_ms: int = -1  # -1 = adaptive to the typing rate
+    # While a debounce waits in a place vLLM has not prefilled, prefill its head (warmup.py).
+    warm_prefix_cache: bool = True
     context_tokens: int = 2048
     context_chars: int = 0  # 0 = derive from context_tokens
     timeout_ms: int = 10000

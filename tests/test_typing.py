@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
+import sysconfig
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -197,3 +200,44 @@ async def test_typing_through_a_shown_completion_makes_no_backend_request(
     client.edit(uri, position, position, "#")
     await client.complete(uri, position[0], position[1] + 1)
     assert await settled_requests(external_vllm) == before + 1
+
+
+# A real module's worth of code (the standard library's), long enough that its prompt spans
+# several of vLLM's 128-token cache blocks and short enough to fit one prompt window whole.
+MODULE = "".join((Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py").read_text()
+                 .splitlines(keepends=True)[600:680])
+
+
+async def _one_key_after_opening(client: GhostClient, server: VllmServer, warm: bool) -> dict[str, float]:
+    """Open a file vLLM has never seen (a fresh salt on its first line), type one key
+    mid-line under a 1 s debounce, and count what vLLM did for it."""
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings=external_options(server, debounceMs=1000, warmPrefixCache=warm)))
+    text = f"# {secrets.token_hex(8)}\n{MODULE}"
+    offset = text.rindex("\n", 0, len(text) - 200) + 9  # a few characters into a late line
+    uri = client.open(text)
+    requests, hits = await settled_requests(server), server.metric("vllm:prefix_cache_hits_total")
+    warmups = (await client.command("vllmGhost.status"))["detail"]["warmups"]
+    position = position_of(text, offset)
+    client.edit(uri, position, position, "x")
+    await client.complete(uri, position[0], position[1] + 1)
+    return {"requests": await settled_requests(server) - requests,
+            "cached tokens": server.metric("vllm:prefix_cache_hits_total") - hits,
+            "warm-ups": (await client.command("vllmGhost.status"))["detail"]["warmups"] - warmups}
+
+
+async def test_a_debounce_in_a_new_place_prefills_it_so_the_answer_finds_its_prompt_cached(
+        client: GhostClient, external_vllm: VllmServer) -> None:
+    try:
+        warm = await _one_key_after_opening(client, external_vllm, warm=True)
+        cold = await _one_key_after_opening(client, external_vllm, warm=False)
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings=external_options(external_vllm)))
+    print(f"\nwith warm-up {warm}, without {cold}")
+    # The warm-up went out while the debounce waited, and the answer read its head from cache.
+    assert warm["warm-ups"] == 1 and warm["requests"] == 2
+    assert warm["cached tokens"] >= 256  # two whole blocks at least
+    # Without it, the one request vLLM saw found nothing of this file cached.
+    assert cold["warm-ups"] == 0 and cold["requests"] == 1
+    assert cold["cached tokens"] < 128

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from langserver.completion.context import Budget, Context, build_context
 from langserver.completion.postprocess import STEPS, Completion, Policy, Step, clean, is_complete
-from langserver.completion.prompt import TEMPLATE_TOKENS, PromptRequest, Sampling, build_prompt
+from langserver.completion.prompt import TEMPLATE_TOKENS, PromptRequest, Sampling, build_prompt, warm_prompt
 from langserver.completion.stream import OpenStream, read_until_complete
 from langserver.completion.timings import Timings
 from langserver.completion.tokens import TokenCounter, counter_for
@@ -66,6 +66,12 @@ def make_prompt(context: Context, settings: Settings) -> PromptRequest:
     sampling = Sampling(max_tokens=settings.completion.max_tokens,
                         temperature=settings.completion.temperature)
     return build_prompt(context, settings.model.prompt_format, sampling)
+
+
+def make_warm_prompt(request: Request, settings: Settings, max_model_len: int | None) -> PromptRequest:
+    """The prefix warm-up for `request` (completion/warmup.py): its prompt's head, one token."""
+    context = make_context(request, settings, max_model_len, token_counter(settings))
+    return warm_prompt(context, settings.model.prompt_format)
 
 
 async def complete(request: Request, settings: Settings, generate: Generate,

@@ -65,6 +65,14 @@ def build_prompt(context: Context, prompt_format: str, sampling: Sampling) -> Pr
     return PromptRequest(endpoint="chat", body=body)
 
 
+def warm_prompt(context: Context, prompt_format: str) -> PromptRequest:
+    """The request that makes vLLM prefill (and cache) the head of `context`, the prefix up
+    to the cursor line: one greedy token, never shown (completion/warmup.py)."""
+    head = context.prefix[:context.prefix.rfind("\n") + 1]
+    return build_prompt(Context(prefix=head, suffix="", language=context.language), prompt_format,
+                        Sampling(max_tokens=1))
+
+
 def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
     return {
         "max_tokens": sampling.max_tokens,

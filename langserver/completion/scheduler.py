@@ -115,11 +115,14 @@ class DocumentScheduler:
         return debounce_delay(debounce_ms, self.rate, line_start)
 
     async def run(self, job: Callable[[], Awaitable[T]], debounce_ms: int,
-                  line_start: bool = False) -> Outcome[T]:
+                  line_start: bool = False, on_wait: Callable[[], object] | None = None) -> Outcome[T]:
         """Wait the debounce, then run `job`, unless a newer request supersedes this one
         first (Outcome.superseded). Cancelling the caller cancels the job too.
-        `line_start`: the cursor follows only indentation (see at_line_start)."""
+        `line_start`: the cursor follows only indentation (see at_line_start).
+        `on_wait` is called at once when there is a debounce to wait (the prefix warm-up)."""
         delay = self.note(debounce_ms, line_start)
+        if delay > 0 and on_wait is not None:
+            on_wait()
         task: asyncio.Task[T] = asyncio.ensure_future(_after(delay, job))
         self._current = task
         try:
@@ -162,8 +165,8 @@ class Scheduler:
         return scheduler
 
     async def run(self, uri: str, job: Callable[[], Awaitable[T]], debounce_ms: int,
-                  line_start: bool = False) -> Outcome[T]:
-        return await self.document(uri).run(job, debounce_ms, line_start)
+                  line_start: bool = False, on_wait: Callable[[], object] | None = None) -> Outcome[T]:
+        return await self.document(uri).run(job, debounce_ms, line_start, on_wait)
 
     def forget(self, uri: str) -> None:
         """The document closed: cancel its request in flight."""
