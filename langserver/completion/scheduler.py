@@ -16,6 +16,8 @@ Debounce policy (`completion.debounceMs`):
   The first key after a pause waits like any other: it starts a burst (waiting
   at it cut the tokens scripts/bench-typing spends by a third or more).
   The rate is the user's, not the document's: it carries across files.
+A request that waits calls `on_wait` at once: the server warms vLLM's prefix cache
+where vLLM has not prefilled yet (warmup.py), so the prefill runs during the wait, not after it.
 
 Nothing here knows LSP: the server passes plain values and a job to run.
 """
