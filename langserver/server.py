@@ -177,8 +177,9 @@ class GhostServer(LanguageServer):
             return await pipeline.complete_streaming(request, settings, self._stream, self.backend.max_model_len,
                                                      timings=timings)
 
-        def warm() -> None:
+        def warm() -> None:  # it delays the answer as much as it takes: overhead, not debounce
             self.warmer.warm(pipeline.make_warm_prompt(request, settings, self.backend.max_model_len))
+            timings.mark("warmup")
 
         try:
             outcome = await asyncio.wait_for(

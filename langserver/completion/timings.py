@@ -1,6 +1,7 @@
 """Per-stage timings of one completion, and their p50/p95 since the server started.
 
-Stages, in order: debounce (waiting for the user to stop typing), prompt (context
+Stages, in order: warmup (deciding on, and building, a prefix warm-up, when the
+request waits), debounce (waiting for the user to stop typing), prompt (context
 and prompt build), first_token (request sent -> first delta from the backend),
 stream (first delta -> stream closed), cleanup (post-processing); total = from
 the request's arrival to the answer. `overhead` = total minus the time spent
@@ -16,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-STAGES = ("debounce", "prompt", "first_token", "stream", "cleanup")
+STAGES = ("warmup", "debounce", "prompt", "first_token", "stream", "cleanup")
 SUMMARY = (*STAGES, "total", "overhead")
 # Enough completions for stable percentiles, bounded so a long session stays small.
 WINDOW = 2000
