@@ -24,6 +24,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.cache import CompletionCache
+from langserver.completion.context import Context
 from langserver.completion.postprocess import Completion
 from langserver.completion.scheduler import Scheduler, at_line_start
 from langserver.completion.stream import manager_stream
@@ -171,14 +172,17 @@ class GhostServer(LanguageServer):
         if cached is not None:
             return types.InlineCompletionList(items=[self._item(buffer, offset, cached)])
         timings = Timings(started=started)
+        built: list[Context] = []  # the context, when the warm-up built it first
 
         async def job() -> Completion | None:
             timings.mark("debounce")
             return await pipeline.complete_streaming(request, settings, self._stream, self.backend.max_model_len,
-                                                     timings=timings)
+                                                     timings=timings, context=built[0] if built else None)
 
         def warm() -> None:  # it delays the answer as much as it takes: overhead, not debounce
-            self.warmer.warm(pipeline.make_warm_prompt(request, settings, self.backend.max_model_len))
+            max_model_len = self.backend.max_model_len
+            built.append(pipeline.make_context(request, settings, max_model_len, pipeline.token_counter(settings)))
+            self.warmer.warm(pipeline.make_warm_prompt(built[0], settings))
             timings.mark("warmup")
 
         try:

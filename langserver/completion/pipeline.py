@@ -68,9 +68,8 @@ def make_prompt(context: Context, settings: Settings) -> PromptRequest:
     return build_prompt(context, settings.model.prompt_format, sampling)
 
 
-def make_warm_prompt(request: Request, settings: Settings, max_model_len: int | None) -> PromptRequest:
-    """The prefix warm-up for `request` (completion/warmup.py): its prompt's head, one token."""
-    context = make_context(request, settings, max_model_len, token_counter(settings))
+def make_warm_prompt(context: Context, settings: Settings) -> PromptRequest:
+    """The prefix warm-up for `context` (completion/warmup.py): its prompt's head, one token."""
     return warm_prompt(context, settings.model.prompt_format)
 
 
@@ -86,12 +85,14 @@ async def complete(request: Request, settings: Settings, generate: Generate,
 
 async def complete_streaming(request: Request, settings: Settings, open_stream: OpenStream,
                              max_model_len: int | None = None, *, timings: Timings | None = None,
-                             counter: TokenCounter | None = None) -> Completion | None:
+                             counter: TokenCounter | None = None,
+                             context: Context | None = None) -> Completion | None:
     """One completion from a stream that is closed as soon as the clean-up would cut the
     rest anyway (vLLM stops generating then). `timings` gets prompt, first_token, stream
-    and cleanup marks."""
+    and cleanup marks. `context`: the request's, when the caller built it already (the warm-up did)."""
     timings = timings if timings is not None else Timings()
-    context = make_context(request, settings, max_model_len, counter or token_counter(settings))
+    if context is None:
+        context = make_context(request, settings, max_model_len, counter or token_counter(settings))
     policy = make_policy(request, settings)
     prompt = make_prompt(context, settings)
     timings.mark("prompt")

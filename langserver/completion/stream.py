@@ -51,13 +51,13 @@ async def read_until_complete(deltas: AsyncIterator[str], done: Callable[[str], 
             if visible is not None and done(visible):
                 break
     finally:
-        await _close(deltas)
+        await close_stream(deltas)
     if timings is not None:
         timings.mark("first_token" if first else "stream")
     return text
 
 
-async def _close(deltas: AsyncIterator[str]) -> None:
+async def close_stream(deltas: AsyncIterator[str]) -> None:
     close: Any = getattr(deltas, "aclose", None)
     if close is not None:
         with contextlib.suppress(Exception):
@@ -88,7 +88,7 @@ def manager_stream(manager: BackendManager) -> OpenStream:
                 raise BackendUnavailable("vLLM went away during the request; restarting") from err
             raise BackendError(f"backend connection broke during the answer: {type(err).__name__}") from err
         finally:
-            await _close(stream)
+            await close_stream(stream)
 
     return open_stream
 

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from langserver.completion.prompt import FIM_SUFFIX, PromptRequest
-from langserver.completion.stream import OpenStream
+from langserver.completion.stream import OpenStream, close_stream
 
 log = logging.getLogger("vllm-ghost")
 
@@ -104,9 +104,6 @@ class Warmer:
                         first = False
                     yield delta
             finally:
-                close = getattr(stream, "aclose", None)
-                if close is not None:
-                    with contextlib.suppress(Exception):
-                        await close()
+                await close_stream(stream)
 
         return watched
