@@ -23,13 +23,9 @@ from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
-from langserver.completion.cache import CompletionCache
-from langserver.completion.context import Context
 from langserver.completion.postprocess import Completion
-from langserver.completion.scheduler import Scheduler, at_line_start
+from langserver.completion.service import CompletionService
 from langserver.completion.stream import manager_stream
-from langserver.completion.timings import Timings, TimingStats
-from langserver.completion.warmup import Warmer
 from langserver.document import TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
 
@@ -78,13 +74,8 @@ class GhostServer(LanguageServer):
         self.started_at = time.monotonic()
         self._last_status = Status("stopped")
         self._last_status_at = 0.0
-        self.scheduler = Scheduler()  # latest wins per document, debounce
-        self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
-        # Warm-ups for places vLLM has not prefilled; it sees every prompt's first token.
-        self.warmer = Warmer(manager_stream(self.backend))
-        self._stream = self.warmer.watch(manager_stream(self.backend))
-        self.cache = CompletionCache()  # typing through a shown completion asks no one
-        self._cache_settings = self.settings
+        # Cache, scheduler, warm-up and pipeline: everything between the LSP request and its answer.
+        self.completions = CompletionService(manager_stream(self.backend), lambda: self.backend.max_model_len)
 
     # --- messages to the client -------------------------------------------------------------
     def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -108,7 +99,7 @@ class GhostServer(LanguageServer):
         if status.state == "error":
             self.show_once(status.message)
         elif status.state == "ready":
-            self.warmer.forget()  # a new vLLM has an empty prefix cache
+            self.completions.backend_ready()
             self.log_line(f"backend ready: {status.detail}", types.MessageType.Info)
         self.protocol.notify(STATUS_NOTIFICATION, status.to_wire())
 
@@ -168,30 +159,8 @@ class GhostServer(LanguageServer):
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
         request = pipeline.Request(text=buffer.text, offset=offset, language=language)
-        cached = self._cached(params.text_document.uri, request, settings)
-        if cached is not None:
-            return types.InlineCompletionList(items=[self._item(buffer, offset, cached)])
-        timings = Timings(started=started)
-        built: list[Context] = []  # the context, when the warm-up built it first
-
-        async def job() -> Completion | None:
-            timings.mark("debounce")
-            return await pipeline.complete_streaming(request, settings, self._stream, self.backend.max_model_len,
-                                                     timings=timings, context=built[0] if built else None)
-
-        def warm() -> None:  # it delays the answer as much as it takes: overhead, not debounce
-            max_model_len = self.backend.max_model_len
-            built.append(pipeline.make_context(request, settings, max_model_len, pipeline.token_counter(settings)))
-            self.warmer.warm(pipeline.make_warm_prompt(built[0], settings))
-            timings.mark("warmup")
-
         try:
-            outcome = await asyncio.wait_for(
-                self.scheduler.run(params.text_document.uri, job, settings.completion.debounce_ms,
-                                   at_line_start(request.text, offset),
-                                   warm if settings.completion.warm_prefix_cache else None),
-                settings.completion.timeout_ms / 1000,
-            )
+            completion = await self.completions.complete(params.text_document.uri, request, settings, started)
         except BackendUnavailable:
             return empty
         except TimeoutError:
@@ -206,30 +175,9 @@ class GhostServer(LanguageServer):
             log.exception("completion failed")
             self.show_once("a completion failed on an internal error; see the log", types.MessageType.Warning)
             return empty
-        if outcome.superseded:  # a newer request for the document took over
-            return empty
-        self._record(timings)
-        completion = outcome.value
         if completion is None:
             return empty
-        self.cache.put(request.text, request.offset, completion)
         return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
-
-    def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
-        """The rest of a shown completion the user is typing through; it supersedes the request
-        in flight and counts as a keystroke for the typing rate, like any request."""
-        if settings is not self._cache_settings:  # other settings, other completions and prompts
-            self.cache, self._cache_settings = CompletionCache(), settings
-            self.warmer.forget()
-        cached = self.cache.get(request.text, request.offset)
-        if cached is not None:
-            self.scheduler.document(uri).note(settings.completion.debounce_ms)
-        return cached
-
-    def _record(self, timings: Timings) -> None:
-        self.timing_stats.add(timings)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("completion timings: %s", timings.describe())
 
     def _item(self, buffer: TextBuffer, offset: int, completion: Completion) -> types.InlineCompletionItem:
         line, character = buffer.position_at(offset)
@@ -244,10 +192,7 @@ class GhostServer(LanguageServer):
         status = self.backend.status.to_wire()
         status["version"] = __version__
         detail = status.setdefault("detail", {})
-        if self.timing_stats.count:
-            detail["timings"] = self.timing_stats.summary()
-        detail["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
-        detail["warmups"] = self.warmer.sent
+        detail.update(self.completions.status_detail())
         status["settings"] = redacted(self.settings)
         return status
 
@@ -310,7 +255,7 @@ def on_change(ls: GhostServer, params: types.DidChangeTextDocumentParams) -> Non
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: GhostServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.pop(params.text_document.uri, None)
-    ls.scheduler.forget(params.text_document.uri)
+    ls.completions.forget(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -328,5 +273,5 @@ async def restart_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
 def status(ls: GhostServer, *args: Any) -> dict[str, Any]:
     result = ls.status_object()
     if "resetTimings" in args:  # start a new timing window (the typing benchmark, once per policy)
-        ls.timing_stats = TimingStats()
+        ls.completions.reset_timings()
     return result

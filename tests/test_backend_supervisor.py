@@ -22,9 +22,10 @@ import pytest
 import pytest_asyncio
 
 from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.request import PromptRequest
 from langserver.backend.status import Status
 from langserver.completion.context import Context
-from langserver.completion.prompt import PromptRequest, Sampling, build_prompt
+from langserver.completion.prompt import Sampling, build_prompt
 from langserver.settings import Settings, parse_settings
 from tests.fault_tools import all_procs, info, leftovers, managed_scripted_options, record, script, tree
 

@@ -6,7 +6,6 @@ import pytest
 
 from langserver.completion.context import Context
 from langserver.completion.multiline import (
-    Policy,
     allows_multiline,
     block_floor,
     is_complete,
@@ -14,6 +13,7 @@ from langserver.completion.multiline import (
     replace_chars,
     single_line,
 )
+from langserver.completion.policy import Policy
 from langserver.completion.postprocess import Completion, clean
 
 AUTO, NEVER, ALWAYS = Policy("auto"), Policy("never"), Policy("always")

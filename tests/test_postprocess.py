@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from langserver.completion.context import Context
 from langserver.completion.indent import IndentStyle, infer_style, max_plausible_indent, restyle
-from langserver.completion.multiline import Policy
+from langserver.completion.policy import Policy
 from langserver.completion.postprocess import (
     STEPS,
     Completion,

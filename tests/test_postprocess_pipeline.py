@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from langserver.backend.request import PromptRequest
 from langserver.completion import pipeline
 from langserver.completion.postprocess import STEPS, Completion
-from langserver.completion.prompt import PromptRequest
 from langserver.settings import CompletionSettings, Settings
 
 TEXT = "def f(values):\n    total = 0\n    \n    return total\n"

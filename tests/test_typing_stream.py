@@ -8,9 +8,9 @@ import pytest
 
 from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
+from langserver.backend.request import PromptRequest
 from langserver.backend.status import Status
 from langserver.completion import pipeline
-from langserver.completion.prompt import PromptRequest
 from langserver.completion.stream import manager_stream, read_until_complete, visible_part
 from langserver.completion.timings import Timings, TimingStats, percentile
 from langserver.settings import parse_settings

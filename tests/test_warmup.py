@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
+from langserver.backend.request import PromptRequest
 from langserver.completion.context import Context
-from langserver.completion.prompt import PromptRequest, Sampling, build_prompt, warm_prompt
+from langserver.completion.prompt import Sampling, build_prompt, warm_prompt
 from langserver.completion.scheduler import DocumentScheduler, TypingRate
 from langserver.completion.warmup import MIN_HEAD_CHARS, SLACK_CHARS, Warmer, prompt_head
 

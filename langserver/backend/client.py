@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 
-from langserver.completion.prompt import PromptRequest
+from langserver.backend.request import PromptRequest
 
 
 class BackendError(RuntimeError):

@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from typing import Literal
 
 from langserver.completion.context import Context
 from langserver.completion.indent import columns, infer_style, leading
+from langserver.completion.policy import Policy
 from langserver.completion.repeats import cut_repetition, runs_into_suffix
 from langserver.completion.syntax import continuation_lines, imbalance, scan
-
-Multiline = Literal["auto", "always", "never"]
 
 _DEFINITION = re.compile(
     r"^[ \t]*(?:(?:export|default|pub(?:\([^)]*\))?|async|static|public|private|protected|internal|abstract"
@@ -40,15 +37,6 @@ _DEFINITION = re.compile(
 )
 _CLASS_LIKE = {"class", "interface", "struct", "impl", "trait", "enum", "module", "object"}
 _CLOSER_LINE = re.compile(r"^[ \t]*([)\]}]+[;,)]*|end)[ \t]*$")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What the clean-up needs from the settings and the editor."""
-
-    multiline: Multiline = "auto"
-    tab_size: int | None = None  # the editor's formatting options, when known
-    insert_spaces: bool | None = None
 
 
 def allows_multiline(context: Context, policy: Policy) -> bool:

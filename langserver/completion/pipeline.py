@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from langserver.backend.request import PromptRequest
 from langserver.completion.context import Budget, Context, build_context
-from langserver.completion.postprocess import STEPS, Completion, Policy, Step, clean, is_complete
-from langserver.completion.prompt import TEMPLATE_TOKENS, PromptRequest, Sampling, build_prompt, warm_prompt
+from langserver.completion.policy import Policy
+from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
+from langserver.completion.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
 from langserver.completion.stream import OpenStream, read_until_complete
 from langserver.completion.timings import Timings
 from langserver.completion.tokens import TokenCounter, counter_for

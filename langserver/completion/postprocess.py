@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from langserver.completion import multiline
 from langserver.completion.context import Context
 from langserver.completion.indent import IndentStyle, infer_style, leading, restyle
-from langserver.completion.multiline import Policy, limit_lines, replace_chars
+from langserver.completion.multiline import limit_lines, replace_chars
+from langserver.completion.policy import Policy
 from langserver.completion.repeats import cut_repetition, duplicates_suffix, strip_typed_prefix, trim_suffix_overlap
 from langserver.completion.syntax import continuation_lines, has_parser, no_worse, parse_region, scan, trim_to_parsing
 

@@ -10,29 +10,15 @@ fills unset fields from the model's generation_config.json.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from langserver.backend.request import STOP_STRINGS, PromptRequest
 from langserver.completion.context import Context
 
 SYSTEM_MESSAGE = "You are a code completion assistant."
 FIM_PREFIX = "<|fim_prefix|>"
 FIM_SUFFIX = "<|fim_suffix|>"
 FIM_MIDDLE = "<|fim_middle|>"
-# Qwen's end and FIM tokens: any of them in the output means the middle is over.
-# The backend client turns them into stop_token_ids where the server can tokenize
-# them (vLLM); as strings, vLLM accepts at most 4, so the FIM ones go there
-# (the end tokens are already the model's EOS).
-STOP_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-)
-STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_sep|>")
 # Tokens the template adds around the FIM string, with a margin (chat-fim's system turn).
 TEMPLATE_TOKENS = 48
 
@@ -41,12 +27,6 @@ TEMPLATE_TOKENS = 48
 class Sampling:
     max_tokens: int = 128
     temperature: float = 0.0
-
-
-@dataclass(frozen=True)
-class PromptRequest:
-    endpoint: Literal["chat", "completions"]
-    body: dict[str, Any]
 
 
 def fim_string(context: Context) -> str:

@@ -7,14 +7,11 @@ helper the streaming check shares.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from langserver.completion.context import Context
 from langserver.completion.indent import columns, infer_style, leading, max_plausible_indent
+from langserver.completion.policy import Policy
 from langserver.completion.syntax import imbalance
-
-if TYPE_CHECKING:
-    from langserver.completion.multiline import Policy
 
 _IDENTIFIER = re.compile(r"\w")
 # Up to this many lines above the cursor line may be echoed before the typed part.

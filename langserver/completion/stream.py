@@ -13,7 +13,7 @@ from typing import Any
 
 from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
-from langserver.completion.prompt import PromptRequest
+from langserver.backend.request import PromptRequest
 from langserver.completion.timings import Timings
 
 OpenStream = Callable[[PromptRequest], AsyncIterator[str]]

@@ -22,12 +22,10 @@ import importlib
 import re
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langserver.completion.context import Context
-
-if TYPE_CHECKING:
-    from langserver.completion.multiline import Policy
+from langserver.completion.policy import Policy
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}

@@ -23,7 +23,8 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
-from langserver.completion.prompt import FIM_SUFFIX, PromptRequest
+from langserver.backend.request import PromptRequest
+from langserver.completion.prompt import FIM_SUFFIX
 from langserver.completion.stream import OpenStream, close_stream
 
 log = logging.getLogger("vllm-ghost")

@@ -1,0 +1,32 @@
+"""What the backend sends: one request body for an OpenAI-compatible endpoint, and Qwen's stop tokens.
+
+The backend owns this type so that it depends on no pipeline stage;
+completion/prompt.py builds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# Qwen's end and FIM tokens: any of them in the output means the middle is over.
+# The backend client turns them into stop_token_ids where the server can tokenize
+# them (vLLM); as strings, vLLM accepts at most 4, so the FIM ones go there
+# (the end tokens are already the model's EOS).
+STOP_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_sep|>")
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    endpoint: Literal["chat", "completions"]
+    body: dict[str, Any]

@@ -1,0 +1,109 @@
+"""Orchestration of one completion request: typing-through cache, scheduler (debounce,
+latest wins), prefix warm-up, the pipeline, and the timings it records.
+
+The server translates LSP into a `pipeline.Request` and the answer back into LSP;
+everything between lives here. Errors propagate (TimeoutError past
+`completion.timeoutMs`, BackendUnavailable, BackendError, anything else): the server
+decides how the user hears of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langserver.completion import pipeline
+from langserver.completion.cache import CompletionCache
+from langserver.completion.context import Context
+from langserver.completion.postprocess import Completion
+from langserver.completion.scheduler import Scheduler, at_line_start
+from langserver.completion.stream import OpenStream
+from langserver.completion.timings import Timings, TimingStats
+from langserver.completion.warmup import Warmer
+from langserver.settings import Settings
+
+log = logging.getLogger("vllm-ghost")
+
+
+class CompletionService:
+    def __init__(self, open_stream: OpenStream, max_model_len: Callable[[], int | None]) -> None:
+        self._max_model_len = max_model_len
+        self.scheduler = Scheduler()  # latest wins per document, debounce
+        self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
+        # Warm-ups for places vLLM has not prefilled; it sees every prompt's first token.
+        self.warmer = Warmer(open_stream)
+        self._stream = self.warmer.watch(open_stream)
+        self.cache = CompletionCache()  # typing through a shown completion asks no one
+        self._cache_settings: Settings | None = None
+
+    def backend_ready(self) -> None:
+        self.warmer.forget()  # a new vLLM has an empty prefix cache
+
+    def forget(self, uri: str) -> None:
+        self.scheduler.forget(uri)
+
+    async def complete(self, uri: str, request: pipeline.Request, settings: Settings,
+                       started: float | None = None) -> Completion | None:
+        """The completion for `request` in document `uri`; None when there is none or a newer
+        request for the document took over. `started`: when the client's request arrived."""
+        started = time.monotonic() if started is None else started
+        cached = self._cached(uri, request, settings)
+        if cached is not None:
+            return cached
+        timings = Timings(started=started)
+        built: list[Context] = []  # the context, when the warm-up built it first
+
+        async def job() -> Completion | None:
+            timings.mark("debounce")
+            return await pipeline.complete_streaming(request, settings, self._stream, self._max_model_len(),
+                                                     timings=timings, context=built[0] if built else None)
+
+        def warm() -> None:  # it delays the answer as much as it takes: overhead, not debounce
+            max_model_len = self._max_model_len()
+            built.append(pipeline.make_context(request, settings, max_model_len, pipeline.token_counter(settings)))
+            self.warmer.warm(pipeline.make_warm_prompt(built[0], settings))
+            timings.mark("warmup")
+
+        outcome = await asyncio.wait_for(
+            self.scheduler.run(uri, job, settings.completion.debounce_ms,
+                               at_line_start(request.text, request.offset),
+                               warm if settings.completion.warm_prefix_cache else None),
+            settings.completion.timeout_ms / 1000,
+        )
+        if outcome.superseded:  # a newer request for the document took over
+            return None
+        self._record(timings)
+        completion = outcome.value
+        if completion is not None:
+            self.cache.put(request.text, request.offset, completion)
+        return completion
+
+    def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
+        """The rest of a shown completion the user is typing through; it supersedes the request
+        in flight and counts as a keystroke for the typing rate, like any request."""
+        if settings is not self._cache_settings:  # other settings, other completions and prompts
+            self.cache, self._cache_settings = CompletionCache(), settings
+            self.warmer.forget()
+        cached = self.cache.get(request.text, request.offset)
+        if cached is not None:
+            self.scheduler.document(uri).note(settings.completion.debounce_ms)
+        return cached
+
+    def _record(self, timings: Timings) -> None:
+        self.timing_stats.add(timings)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("completion timings: %s", timings.describe())
+
+    def status_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {}
+        if self.timing_stats.count:
+            detail["timings"] = self.timing_stats.summary()
+        detail["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
+        detail["warmups"] = self.warmer.sent
+        return detail
+
+    def reset_timings(self) -> None:
+        self.timing_stats = TimingStats()
