@@ -47,6 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The evaluation forks workers after the generation used the model's tokenizer; a forked
+# tokenizers thread pool deadlocks (seen here), so the tokenizer runs single-threaded.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -270,8 +273,8 @@ def _replace_chars(case: Case, end_character: int, start_character: int) -> int:
 async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out: Path,
                    completion: dict[str, Any], log: Path) -> None:
     """Run every case through the live server and straight to vLLM; append records to `out`."""
+    from tests.conftest import MODEL_NAME as served
     from tests.conftest import VLLM_ARGS, start_vllm, stop_vllm
-    from tests.lsp_client import GhostClient, position_of
 
     key = secrets.token_urlsafe(16)
     length = trained_length(model)
@@ -280,60 +283,70 @@ async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out
     # At normal priority: the bench measures quality, and a niced vLLM on a shared machine
     # takes minutes to load.
     vllm = start_vllm(model, key, log, args=args, command=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"])
-    # MODEL_NAME is what start_vllm serves as; the server and the plain client use its name.
-    served = __import__("tests.conftest", fromlist=["MODEL_NAME"]).MODEL_NAME
     try:
         for prompt_format in formats:
             raw_options = options(model, vllm.url, prompt_format, **completion)
-            raw_options["model"]["name"] = served
-            settings = settings_of(raw_options)
-            client = GhostClient()
-            await client.launch(env={KEY_ENV: key})
-            plain = BackendClient(Endpoint(vllm.url + "/v1", key, served), timeout_s=300)
-            try:
-                try:
-                    await client.open_session(raw_options)
-                    status = await client.wait_status("ready", "error", timeout=300)
-                except Exception as err:
-                    raise SystemExit(f"the server did not start: {err}\n{''.join(client.stderr)[-3000:]}") from err
-                if status["state"] != "ready":
-                    raise SystemExit(f"the server did not get ready: {status}")
-                await plain.resolve_stop_tokens(STOP_TOKENS)
-                info = await plain.model_info()
-                max_model_len = info.get("max_model_len")
-                counter = pipeline.token_counter(settings)
-                gate = asyncio.Semaphore(CONCURRENCY)
-                done = 0
-                started = time.monotonic()
-
-                async def one(case: Case, gate: asyncio.Semaphore, client: Any, plain: BackendClient,
-                              settings: Settings, max_model_len: Any, counter: Any) -> dict[str, Any]:
-                    async with gate:
-                        return await run_case(case, client, plain, settings, max_model_len, counter, position_of)
-
-                jobs = [one(case, gate, client, plain, settings, max_model_len, counter) for case in cases]
-                with out.open("a", encoding="utf-8") as sink:
-                    for next_record in asyncio.as_completed(jobs):
-                        record = await next_record
-                        record.update(format=prompt_format, options=raw_options, max_model_len=max_model_len)
-                        sink.write(json.dumps(record) + "\n")
-                        done += 1
-                        if done % 100 == 0:
-                            rate = done / (time.monotonic() - started)
-                            print(f"{prompt_format}: {done}/{len(cases)} ({rate:.1f} tasks/s)", file=sys.stderr)
-            finally:
-                await plain.close()
-                await client.close_session()
+            raw_options["model"]["name"] = served  # the name start_vllm serves the model as
+            # One server per cut: the mid-line cut of a task is the line cut with its first
+            # characters typed, and the server's typing-through cache would answer it from the
+            # line cut's completion instead of asking the model.
+            for cuts in (("line", "span"), ("mid-line",)):
+                chosen = [case for case in cases if case.cut in cuts]
+                if chosen:
+                    await session(chosen, vllm.url, key, raw_options, out)
     finally:
         stop_vllm(vllm.process)
 
 
+async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, Any], out: Path) -> None:
+    """One LSP session (a fresh server) and one plain client for `cases`."""
+    from tests.lsp_client import GhostClient
+
+    settings = settings_of(raw_options)
+    prompt_format = settings.model.prompt_format
+    client = GhostClient()
+    await client.launch(env={KEY_ENV: key})
+    plain = BackendClient(Endpoint(url + "/v1", key, settings.model.name), timeout_s=300)
+    try:
+        try:
+            await client.open_session(raw_options)
+            status = await client.wait_status("ready", "error", timeout=300)
+        except Exception as err:
+            raise SystemExit(f"the server did not start: {err}\n{''.join(client.stderr)[-3000:]}") from err
+        if status["state"] != "ready":
+            raise SystemExit(f"the server did not get ready: {status}")
+        await plain.resolve_stop_tokens(STOP_TOKENS)
+        max_model_len = (await plain.model_info()).get("max_model_len")
+        counter = pipeline.token_counter(settings)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        started = time.monotonic()
+
+        async def one(case: Case) -> dict[str, Any]:
+            async with gate:
+                return await run_case(case, client, plain, settings, max_model_len, counter)
+
+        with out.open("a", encoding="utf-8") as sink:
+            for done, next_record in enumerate(asyncio.as_completed([one(case) for case in cases]), 1):
+                record = await next_record
+                record.update(format=prompt_format, options=raw_options, max_model_len=max_model_len)
+                sink.write(json.dumps(record) + "\n")
+                if done % 200 == 0 or done == len(cases):
+                    rate = done / (time.monotonic() - started)
+                    print(f"{prompt_format} {cases[0].cut}: {done}/{len(cases)} ({rate:.1f} tasks/s)",
+                          file=sys.stderr)
+    finally:
+        await plain.close()
+        await client.close_session()
+
+
 async def run_case(case: Case, client: Any, plain: BackendClient, settings: Settings,
-                   max_model_len: int | None, counter: Any, position_of: Any) -> dict[str, Any]:
+                   max_model_len: int | None, counter: Any) -> dict[str, Any]:
     """One task: the server's answer over LSP and the plain answer's deltas. A failure is
     recorded as the task's error, never raised."""
     record: dict[str, Any] = {"split": case.split, "cut": case.cut, "task": case.task_id,
                               "case": dataclasses.asdict(case)}
+    from tests.lsp_client import position_of
+
     request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
     try:
         context = pipeline.make_context(request, settings, max_model_len, counter)
