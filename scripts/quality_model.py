@@ -79,6 +79,9 @@ KEY_ENV = "VLLM_GHOST_BENCH_KEY"
 FORMATS = ("chat-fim", "raw-fim")
 # Replays of the recorded stream: the multi-line policies and the max-token limits.
 POLICIES = ("never", "auto", "always")
+# Block end rules tried on the `auto` answer (which ends at the enclosing function's end):
+# at most N lines, or up to the first blank line.
+BLOCK_RULES = ("2 lines", "3 lines", "to blank line")
 TOKEN_LIMITS = (16, 32, 64)
 
 
@@ -457,7 +460,18 @@ def answers(record: dict[str, Any]) -> dict[str, tuple[str, int] | None]:
         result[f"multiline {policy}"] = replay(varied, deltas)
     for limit in TOKEN_LIMITS:
         result[f"maxTokens {limit}"] = replay(settings, deltas[:limit])
+    auto = result["multiline auto"]
+    for rule in BLOCK_RULES:
+        result[f"block {rule}"] = None if auto is None else (block_rule(auto[0], rule), auto[1])
     return result
+
+
+def block_rule(text: str, rule: str) -> str:
+    lines = text.split("\n")
+    if rule == "to blank line":
+        end = next((index for index, line in enumerate(lines) if index and not line.strip()), len(lines))
+        return "\n".join(lines[:end])
+    return "\n".join(lines[: int(rule.split()[0])])
 
 
 def evaluate(record: dict[str, Any]) -> dict[str, Any]:
@@ -580,15 +594,15 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         cells = [_pct(_score(scored, name, metric), len(rows)) for name in ["replay", *[f"- {s}" for s in steps]]]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{cells[0]:>6}" + "".join(f"{c:>13}" for c in cells[1:]))
     lines += ["", "Multi-line policy (replayed): pass@1 % (repo: exact match %) / % of shown lines that are lines of "
-              "the reference", ""]
-    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{policy:>16}" for policy in POLICIES)
+              "the reference; the last three cut the auto answer", ""]
+    names = [*[f"multiline {policy}" for policy in POLICIES], *[f"block {rule}" for rule in BLOCK_RULES]]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{name.split(' ', 1)[1]:>16}" for name in names)
     lines += [head, "-" * len(head)]
     for (split, cut, prompt_format), rows in groups:
         scored = [row for row in rows if "scores" in row]
         metric = _primary(split)
         cells = []
-        for policy in POLICIES:
-            name = f"multiline {policy}"
+        for name in names:
             shown = sum(row["scores"][name]["lines"][0] for row in scored)
             kept = sum(row["scores"][name]["lines"][1] for row in scored)
             cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}")
@@ -616,7 +630,7 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
 
 def main(args: Any) -> int:
     # A TERM (timeout, Ctrl-C from a wrapper) unwinds the finally blocks: vLLM and the server stop.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     model: Path = args.model.resolve()
     missing = model_missing(model, args.data)
     if missing:
