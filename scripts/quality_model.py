@@ -641,7 +641,7 @@ def main(args: Any) -> int:
     if not args.records or not records_path.exists():
         cases, notes = humaneval_cases(args.data, args.limit or None)
         if "repo" in args.splits:
-            cases += repo_cases(args.limit or None)
+            cases += repo_cases(args.repo_lines or args.limit or None)
         cases = [case for case in cases if case.split in args.splits]
         for note in notes:
             print(note, file=sys.stderr)

@@ -91,3 +91,32 @@ async def test_a_line_break_first_after_a_finished_line_still_opens_the_next_lin
     completion, _ = await shown(END_OF_LINE, "|", ["\n", "    return", " total", "\n", "\n", "print"],
                                 multiline="never")
     assert completion == Completion("\n    return total")
+
+
+BLOCK = "def check(lst):\n    |\n        return 'No'\n    return 'Yes'\n"
+
+
+async def test_a_line_that_recurs_below_does_not_end_a_block_early() -> None:
+    # `return 'No'` is also the suffix's next line, but the answer goes on with other code:
+    # the stream must not stop there (the clean-up keeps the whole block).
+    deltas = ["if", " len(lst)", " != 2:", "\n", "        return", " 'No'", "\n", "    if", " not lst:", "\n"]
+    completion, read = await shown(BLOCK, "|", deltas)
+    assert completion == Completion("if len(lst) != 2:\n        return 'No'\n    if not lst:")
+    assert read == len(deltas)
+
+
+async def test_two_lines_of_the_suffix_in_a_row_end_the_stream() -> None:
+    text = "def check(lst):\n    |\n    total = 0\n    return total\n"
+    deltas = ["if not lst:", "\n", "        return 0", "\n", "    total = 0", "\n", "    return total", "\n", "x", "\n"]
+    completion, read = await shown(text, "|", deltas)
+    assert completion == Completion("if not lst:\n        return 0")
+    assert read < len(deltas)
+
+
+async def test_a_line_break_first_inside_a_literal_of_several_lines_continues_the_line() -> None:
+    # The cursor after `2` in a dict that closes in the answer: neither reading parses
+    # on the first line alone, and inside brackets the break is only spacing.
+    text = 'def names(n):\n    table = {\n        1: "one",\n        2|\n    return table[n]\n'
+    deltas = ["\n", ':', ' "two",', "   ", "\n", "    }", "\n"]
+    completion, _ = await shown(text, "|", deltas)
+    assert completion == Completion(': "two",\n    }')

@@ -139,13 +139,13 @@ def _keeps_line_break(text: str, context: Context) -> bool:
         return True  # nothing to judge yet
     prefix, suffix = parse_region(context)
     language = context.language
+    if scan(prefix, language).stack:
+        return False  # inside open brackets a line break is only spacing: the line goes on
     # A next line that leaves the enclosing function is no continuation the user asked for.
     inside = columns(leading(first), infer_style(context).width) >= multiline.block_floor(context)
-    next_line = inside and parse_error(prefix + "\n" + first + suffix, language) is None
-    same_line = parse_error(prefix + strip_typed_prefix(first, context) + suffix, language) is None
-    if next_line and not (same_line and scan(context.line_prefix, language).stack):
-        return True  # inside open brackets both readings parse: there the line goes on
-    if same_line:
+    if inside and parse_error(prefix + "\n" + first + suffix, language) is None:
+        return True
+    if parse_error(prefix + strip_typed_prefix(first, context) + suffix, language) is None:
         return False
     # Neither parses alone: an unfinished cursor line (the code fails there without the
     # answer) goes on; a finished one is followed by the model's next line.
