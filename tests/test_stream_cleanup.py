@@ -120,3 +120,11 @@ async def test_a_line_break_first_inside_a_literal_of_several_lines_continues_th
     deltas = ["\n", ':', ' "two",', "   ", "\n", "    }", "\n"]
     completion, _ = await shown(text, "|", deltas)
     assert completion == Completion(': "two",\n    }')
+
+
+async def test_a_next_line_that_would_leave_the_function_is_no_next_line() -> None:
+    # After `return ` at the end of a function, "\nresult" parses (a statement at top level)
+    # but leaves the function: the model meant the rest of the line.
+    text = "def f(values):\n    result = sorted(values)\n    return |\n"
+    completion, _ = await shown(text, "|", ["\n", "result", "   ", "\n"])
+    assert completion == Completion("result")
