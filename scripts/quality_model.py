@@ -506,6 +506,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def evaluate_all(records: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool ends its workers with TERM
     if jobs > 1:
         with multiprocessing.get_context("fork").Pool(min(jobs, 2)) as pool:
             return pool.map(evaluate, records, chunksize=4)
