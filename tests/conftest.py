@@ -87,8 +87,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None) -> VllmServer:
-    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https."""
+def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None,
+               args: list[str] | None = None, command: list[str] | None = None) -> VllmServer:
+    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https;
+    `args` and `command` replace VLLM_ARGS and VLLM_COMMAND (scripts/bench-quality serves a
+    model at its trained length, at normal priority)."""
     port = _free_port()
     env = {**os.environ, **VLLM_ENV}
     env.pop("VLLM_API_KEY", None)
@@ -97,8 +100,9 @@ def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path]
     tls_args = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [*VLLM_COMMAND, "--model", str(model),
-         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS, *tls_args],
+        [*(command or VLLM_COMMAND), "--model", str(model),
+         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+         *(VLLM_ARGS if args is None else args), *tls_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"

@@ -13,17 +13,20 @@ from typing import Any, Literal
 # The backend client turns them into stop_token_ids where the server can tokenize
 # them (vLLM); as strings, vLLM accepts at most 4, so the FIM ones go there
 # (the end tokens are already the model's EOS).
+# `<|fim_middle|>` is neither: a model that echoes it (or a role header) before the code
+# would end its answer before the code arrived. The clean-up strips it at the start, and
+# the streaming early stop, which judges the answer after that strip, ends the stream at
+# one that follows code.
 STOP_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
     "<|im_end|>",
     "<|fim_prefix|>",
-    "<|fim_middle|>",
     "<|fim_suffix|>",
     "<|fim_pad|>",
     "<|repo_name|>",
     "<|file_sep|>",
 )
-STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|file_sep|>")
+STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_suffix|>", "<|file_sep|>", "<|repo_name|>")
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,12 @@ async def complete(request: Request, settings: Settings, generate: Generate,
 async def complete_streaming(request: Request, settings: Settings, open_stream: OpenStream,
                              max_model_len: int | None = None, *, timings: Timings | None = None,
                              counter: TokenCounter | None = None,
-                             context: Context | None = None) -> Completion | None:
+                             context: Context | None = None,
+                             steps: tuple[Step, ...] = STEPS) -> Completion | None:
     """One completion from a stream that is closed as soon as the clean-up would cut the
     rest anyway (vLLM stops generating then). `timings` gets prompt, first_token, stream
-    and cleanup marks. `context`: the request's, when the caller built it already (the warm-up did)."""
+    and cleanup marks. `context`: the request's, when the caller built it already (the warm-up did).
+    `steps`: the clean-up steps (the benchmark's ablation replays a recorded stream without one)."""
     timings = timings if timings is not None else Timings()
     if context is None:
         context = make_context(request, settings, max_model_len, counter or token_counter(settings))
@@ -99,6 +101,6 @@ async def complete_streaming(request: Request, settings: Settings, open_stream: 
     prompt = make_prompt(context, settings)
     timings.mark("prompt")
     raw = await read_until_complete(open_stream(prompt), lambda text: is_complete(text, context, policy), timings)
-    result = clean(raw, context, policy)
+    result = clean(raw, context, policy, steps)
     timings.mark("cleanup")
     return result

@@ -29,11 +29,19 @@ from dataclasses import dataclass
 
 from langserver.completion import multiline
 from langserver.completion.context import Context
-from langserver.completion.indent import IndentStyle, infer_style, leading, restyle
+from langserver.completion.indent import IndentStyle, columns, infer_style, leading, restyle
 from langserver.completion.multiline import limit_lines, replace_chars
 from langserver.completion.policy import Policy
 from langserver.completion.repeats import cut_repetition, duplicates_suffix, strip_typed_prefix, trim_suffix_overlap
-from langserver.completion.syntax import continuation_lines, has_parser, no_worse, parse_region, scan, trim_to_parsing
+from langserver.completion.syntax import (
+    continuation_lines,
+    has_parser,
+    no_worse,
+    parse_error,
+    parse_region,
+    scan,
+    trim_to_parsing,
+)
 
 __all__ = ["STEPS", "Completion", "Policy", "Step", "clean", "is_complete", "step_names"]
 
@@ -65,19 +73,24 @@ Step = Callable[[str, Context, Policy], str]
 def strip_special_tokens(text: str, context: Context, policy: Policy) -> str:
     """Drop leaked Qwen tokens at the start (an echoed `<|fim_middle|>`, a role header),
     then cut at the first one after the answer: whatever follows it is not the middle."""
-    while True:
-        match = _SPECIAL.match(text)
-        if match is None:
-            break
-        text = text[match.end():]
-        if match.group(0) == "<|im_start|>":
-            role = _ROLE.match(text)
-            text = text[role.end():] if role else text
+    text = strip_leading_tokens(text)
     match = _SPECIAL.search(text)
     if match is not None:
         text = text[: match.start()]
     partial = _PARTIAL_SPECIAL.search(text)
     return text if partial is None else text[: partial.start()]
+
+
+def strip_leading_tokens(text: str) -> str:
+    """The answer after the Qwen tokens (and role headers) a model echoes before the code."""
+    while True:
+        match = _SPECIAL.match(text)
+        if match is None:
+            return text
+        text = text[match.end():]
+        if match.group(0) == "<|im_start|>":
+            role = _ROLE.match(text)
+            text = text[role.end():] if role else text
 
 
 def strip_fence(text: str, context: Context, policy: Policy) -> str:
@@ -103,14 +116,41 @@ def _is_preamble(lines: list[str]) -> bool:
 
 def strip_leading_newlines(text: str, context: Context, policy: Policy) -> str:
     """A line break first is only meaningful at the end of a non-empty line (the answer
-    starts on the next line); on a blank line or mid-line it would break the code."""
+    starts on the next line); on a blank line or mid-line it would break the code.
+
+    At the end of a non-empty line the user may also have paused mid-statement: where a
+    parser exists, the break is kept when the next-line reading parses no worse than the
+    code without the answer, else dropped when the same-line reading does."""
     if context.line_prefix.strip() and not context.line_suffix.strip():
-        return text
+        return text if _keeps_line_break(text, context) else text.lstrip("\r\n")
     body = text.lstrip("\r\n")
     if body == text or not context.line_prefix:
         return body
     # On an indented blank line the answer's own indentation after the break is the one to keep.
     return body[len(context.line_prefix):] if body.startswith(context.line_prefix) else body
+
+
+def _keeps_line_break(text: str, context: Context) -> bool:
+    body = text.lstrip("\r\n")
+    if body == text or not has_parser(context.language):
+        return True
+    first = body.split("\n", 1)[0].rstrip()
+    if not first.strip():
+        return True  # nothing to judge yet
+    prefix, suffix = parse_region(context)
+    language = context.language
+    if scan(prefix, language).stack:
+        return False  # inside open brackets a line break is only spacing: the line goes on
+    # A next line that leaves the enclosing function is no continuation the user asked for.
+    inside = columns(leading(first), infer_style(context).width) >= multiline.block_floor(context)
+    if inside and parse_error(prefix + "\n" + first + suffix, language) is None:
+        return True
+    if parse_error(prefix + strip_typed_prefix(first, context) + suffix, language) is None:
+        return False
+    # Neither parses alone: an unfinished cursor line (the code fails there without the
+    # answer) goes on; a finished one is followed by the model's next line.
+    error = parse_error(prefix + suffix, language)
+    return error is None or error.offset < len(prefix) - len(context.line_prefix)
 
 
 def normalize_indentation(text: str, context: Context, policy: Policy) -> str:
@@ -176,8 +216,11 @@ def is_complete(text: str, context: Context, policy: Policy) -> bool:
     Judged on the answer as the first steps unwrap it, so that a fence line or a
     sentence before the code does not count as the single line, and a closing fence
     or a leaked end token ends it."""
+    text = strip_leading_tokens(text)  # an echoed FIM token or role header is not the answer
     if _SPECIAL.search(text):
         return True  # everything after a leaked token is cut anyway
+    if _PARTIAL_SPECIAL.fullmatch(text):
+        return False  # a token still arriving
     lines = text.split("\n")
     opening = next((i for i, line in enumerate(lines) if _FENCE_LINE.match(line)), None)
     if opening is not None and _is_preamble(lines[:opening]) and context.language not in _MARKUP_LANGUAGES:

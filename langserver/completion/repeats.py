@@ -146,13 +146,14 @@ def _overlap_counts(text: str, size: int, context: Context) -> bool:
     return overlap == rest and len(rest.strip()) >= 3
 
 
-def find_suffix_copy(text: str, context: Context) -> int | None:
+def find_suffix_copy(text: str, context: Context, final: bool = True) -> int | None:
     """Offset of a line of `text` that starts a copy of the suffix's next lines.
 
     The copy must run on: from there the completion's non-blank lines match the
     suffix's next non-blank lines, at least two of them, or all the completion has
     left (a short line such as `return False` alone recurs legitimately). The
-    completion's last line may be a copy cut short by the token limit."""
+    completion's last line may be a copy cut short by the token limit. While the answer
+    still streams (`final` false) "all it has left" is no evidence yet: the next line may differ."""
     following = [line.rstrip() for line in context.suffix.split("\n")[1:] if line.strip()][:COPY_LINES]
     if not following or len(following[0].strip()) < SIGNIFICANT_LINE:
         return None
@@ -162,7 +163,7 @@ def find_suffix_copy(text: str, context: Context) -> int | None:
         if lines[index].rstrip() == following[0]:
             rest = [line.rstrip() for line in lines[index:] if line.strip()]
             matched = _matching_lines(rest, following)
-            if matched >= 2 or matched == len(rest):
+            if matched >= 2 or (final and matched == len(rest)) or matched == len(following):
                 return offset
         offset += len(lines[index]) + 1
     return None
@@ -197,11 +198,15 @@ def duplicates_suffix(text: str, context: Context) -> bool:
 
 
 def runs_into_suffix(text: str, context: Context) -> bool:
-    """Has the completion started to copy the text after the cursor (streaming check)?"""
-    if find_suffix_copy(text, context) is not None:
+    """Has the completion started to copy the text after the cursor (streaming check)?
+
+    One line equal to the suffix's next line is not enough: a fill-in-the-middle answer
+    often writes a line that recurs below (`return 'No'`) and goes on with other code, and
+    stopping there would cut it. Two lines of the suffix in a row are a copy."""
+    if find_suffix_copy(text, context, final=False) is not None:
         return True
     overlap = _longest_overlap(text.rstrip(), context)
-    return overlap > 0 and "\n" in context.suffix[:overlap] and bool(context.suffix[:overlap].strip())
+    return overlap > 0 and context.suffix[:overlap].count("\n") >= 2 and bool(context.suffix[:overlap].strip())
 
 
 # --- the model's own lines ----------------------------------------------------------------

