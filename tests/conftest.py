@@ -87,8 +87,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None) -> VllmServer:
-    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https."""
+def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None,
+               name: str = MODEL_NAME, args: list[str] | None = None) -> VllmServer:
+    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https;
+    `args` replace VLLM_ARGS (another model's context length)."""
     port = _free_port()
     env = {**os.environ, **VLLM_ENV}
     env.pop("VLLM_API_KEY", None)
@@ -98,7 +100,7 @@ def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path]
     log = log_path.open("wb")
     process = subprocess.Popen(
         [*VLLM_COMMAND, "--model", str(model),
-         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), *VLLM_ARGS, *tls_args],
+         "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), *(args or VLLM_ARGS), *tls_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
