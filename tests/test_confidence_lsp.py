@@ -34,7 +34,7 @@ def small_coder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
 def options(server: VllmServer, min_confidence: float) -> dict[str, Any]:
     return {"backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
             "model": {"name": NAME, "path": str(SMALL_CODER)},
-            "completion": {"timeoutMs": 30000, "debounceMs": 0, "multiline": "never",
+            "completion": {"timeoutMs": 120000, "debounceMs": 0, "multiline": "never",
                            "minConfidence": min_confidence}}
 
 
