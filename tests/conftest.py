@@ -88,9 +88,10 @@ def _free_port() -> int:
 
 
 def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None,
-               name: str = MODEL_NAME, args: list[str] | None = None) -> VllmServer:
+               name: str = MODEL_NAME, args: list[str] | None = None, low_share: bool = True) -> VllmServer:
     """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https;
-    `args` replace VLLM_ARGS (another model's context length)."""
+    `args` replace VLLM_ARGS (another model's context length); low_share=False runs it at
+    normal priority (a benchmark's throughput run)."""
     port = _free_port()
     env = {**os.environ, **VLLM_ENV}
     env.pop("VLLM_API_KEY", None)
@@ -99,7 +100,7 @@ def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path]
     tls_args = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [*VLLM_COMMAND, "--model", str(model),
+        [*(VLLM_COMMAND if low_share else VLLM_COMMAND[2:]), "--model", str(model),
          "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), *(args or VLLM_ARGS), *tls_args],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -26,7 +26,8 @@ def small_coder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
     if not (SMALL_CODER / "config.json").is_file():
         pytest.skip(f"small-coder is not at {SMALL_CODER}")
     server = start_vllm(SMALL_CODER, secrets.token_urlsafe(16), tmp_path_factory.mktemp("vllm") / "vllm.log",
-                        name=NAME, args=["--enforce-eager", "--dtype", "float32", "--max-model-len", "3072"])
+                        name=NAME, args=["--enforce-eager", "--dtype", "float32", "--max-model-len", "3072"],
+                        low_share=False)  # no timing here; at a low share it took over 300 s to start under load
     yield server
     stop_vllm(server.process)
 

@@ -1,12 +1,16 @@
 """How sure the model was of the text that is shown, from what vLLM returns with it.
 
-The score is the geometric mean of the probabilities the model gave the tokens of
-the shown text (after clean-up), plus the token that ended it there (the line break
-or end token after it, which says the model meant to stop), so a long answer is not
-judged by its length. An answer cut short by max_tokens inside the shown text did not
-end where the model wanted: its score is halved. The gate (service.py) hides a
-completion whose score is below `completion.minConfidence`; the benchmark
-`scripts/bench-gate` chose the default.
+The score is the probability the model gave the shown text (after clean-up) and its
+ending there: the product of the probabilities of its tokens and of the token after
+it (the line break or end token, which says the model meant to stop there). It is
+deliberately not length-normalised. On HumanEval with small-coder the geometric mean
+(the length-normalised score) ranked answers the wrong way round: its most confident
+answers were long copies of the docstring or a loop of repeated lines, which the model
+predicts easily token by token and which never pass, while the answers that pass are a
+short statement (scripts/bench-gate, README "Confidence gate"). An answer cut short by
+max_tokens inside the shown text did not end where the model wanted: its score is
+halved. The gate (service.py) hides a completion whose score is below
+`completion.minConfidence`.
 
 Only the model's own tokens count: the text clean-up drops (a fence, an echoed FIM
 token, a run-on past the line) says nothing about the part that is shown. The shown
@@ -30,13 +34,13 @@ CUT_FACTOR = 0.5
 class Confidence:
     value: float  # 0..1: the score the gate compares
     tokens: int  # the shown text's tokens that were scored (the end token included)
-    mean_logprob: float
+    mean_logprob: float  # their mean: exp of it is the length-normalised score (not used)
     min_logprob: float
     end_logprob: float | None  # the token right after the shown text, if the model sent one
     finish: str | None  # "stop", "length", "early" (the server's early stop), None
 
     def to_wire(self) -> dict[str, object]:
-        return {"confidence": round(self.value, 4), "tokens": self.tokens,
+        return {"confidence": round(self.value, 6), "tokens": self.tokens,
                 "meanLogprob": round(self.mean_logprob, 4), "minLogprob": round(self.min_logprob, 4),
                 "endLogprob": None if self.end_logprob is None else round(self.end_logprob, 4),
                 "finish": self.finish}
@@ -87,7 +91,7 @@ def score(parts: Sequence[Delta], finish: str | None, shown: str) -> Confidence 
     if not scored:
         return None
     mean = sum(scored) / len(scored)
-    value = math.exp(mean)
+    value = math.exp(sum(scored))
     if finish == "length" and end_logprob is None:
         value *= CUT_FACTOR
     return Confidence(value=value, tokens=len(scored), mean_logprob=mean, min_logprob=min(scored),
