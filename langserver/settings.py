@@ -89,7 +89,7 @@ class CompletionSettings:
     context_chars: int = 0  # 0 = derive from context_tokens
     timeout_ms: int = 10000
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
-    min_confidence: float = 0.0
+    min_confidence: float = 0.005
     disabled_languages: tuple[str, ...] = ()
 
 
