@@ -88,6 +88,8 @@ class CompletionSettings:
     context_tokens: int = 2048
     context_chars: int = 0  # 0 = derive from context_tokens
     timeout_ms: int = 10000
+    # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
+    min_confidence: float = 0.005
     disabled_languages: tuple[str, ...] = ()
 
 
@@ -124,6 +126,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "completion.contextTokens": (64, 1_000_000),
     "completion.contextChars": (0, 10_000_000),
     "completion.timeoutMs": (100, 600_000),
+    "completion.minConfidence": (0, 1),
 }
 
 

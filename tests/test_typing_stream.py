@@ -8,7 +8,7 @@ import pytest
 
 from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.stream import manager_stream, read_until_complete, visible_part
@@ -24,27 +24,29 @@ class Deltas:
         self.read = 0
         self.closed = False
 
-    def __call__(self, prompt: PromptRequest) -> AsyncIterator[str]:
+    def __call__(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
         return self.iterate()
 
-    async def iterate(self) -> AsyncIterator[str]:
+    async def iterate(self) -> AsyncIterator[Delta]:
         try:
             for part in self.parts:
                 self.read += 1
-                yield part
+                yield Delta(part)
         finally:
             self.closed = True
 
 
 async def test_stops_and_closes_once_done() -> None:
     deltas = Deltas(["ab", "c\n", "def", "ghi"])
-    text = await read_until_complete(deltas.iterate(), lambda t: "\n" in t)
-    assert text == "abc\n" and deltas.read == 2 and deltas.closed
+    answer = await read_until_complete(deltas.iterate(), lambda t: "\n" in t)
+    assert answer.text == "abc\n" and deltas.read == 2 and deltas.closed
+    assert answer.finish_reason == "early"
 
 
 async def test_reads_to_the_end_when_never_done() -> None:
     deltas = Deltas(["a", "b"])
-    assert await read_until_complete(deltas.iterate(), lambda t: False) == "ab"
+    answer = await read_until_complete(deltas.iterate(), lambda t: False)
+    assert answer.text == "ab" and answer.finish_reason is None
     assert deltas.closed
 
 
@@ -114,10 +116,10 @@ class FakeClient:
         self.parts, self.error = parts, error
         self.closed = False
 
-    async def stream(self, prompt: PromptRequest) -> AsyncIterator[str]:
+    async def stream(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
         try:
             for part in self.parts:
-                yield part
+                yield Delta(part)
             if self.error is not None:
                 raise self.error
         finally:
@@ -141,13 +143,13 @@ async def test_manager_stream_refuses_a_backend_that_is_not_ready() -> None:
             await read_until_complete(manager_stream(manager)(PROMPT), lambda t: False)
     # An external backend is always tried (it may come back at any time).
     external = manager_with(FakeClient(["x"]), "error", mode="external")
-    assert await read_until_complete(manager_stream(external)(PROMPT), lambda t: False) == "x"
+    assert (await read_until_complete(manager_stream(external)(PROMPT), lambda t: False)).text == "x"
 
 
 async def test_manager_stream_closes_the_client_stream_on_early_stop() -> None:
     client = FakeClient(["a\n", "b\n", "c"])
-    assert await read_until_complete(manager_stream(manager_with(client, "ready"))(PROMPT), lambda t: "\n" in t) \
-        == "a\n"
+    answer = await read_until_complete(manager_stream(manager_with(client, "ready"))(PROMPT), lambda t: "\n" in t)
+    assert answer.text == "a\n"
     assert client.closed
 
 
@@ -161,7 +163,7 @@ async def test_manager_stream_errors() -> None:
     assert isinstance(client, FakeClient)
     client.error = ConnectionResetError("reset")
     stream = manager_stream(manager)(PROMPT)
-    assert await stream.__anext__() == "a"
+    assert (await stream.__anext__()).text == "a"
     manager.client = None  # what the manager does when the launch goes down
     with pytest.raises(BackendUnavailable):
         await stream.__anext__()

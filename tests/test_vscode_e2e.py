@@ -178,6 +178,7 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
         # Fixed, as Continue needs it (Configure Continue offers 30000 otherwise, which may be taken here).
         "vllmGhost.vllm.port": vllm_port,
         "vllmGhost.completion.timeoutMs": 30000,
+        "vllmGhost.completion.minConfidence": 0,  # the tiny model is no code model (tests/conftest.py)
     }
     (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
     # vllmGhost.server.command is machine-overridable: in a remote window (code-server is one) it

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.context import Context
 from langserver.completion.prompt import Sampling, build_prompt, warm_prompt
 from langserver.completion.scheduler import DocumentScheduler, TypingRate
@@ -26,11 +26,11 @@ class Backend:
         self.prompts: list[PromptRequest] = []
         self.fail = fail
 
-    async def __call__(self, prompt: PromptRequest) -> AsyncIterator[str]:
+    async def __call__(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
         self.prompts.append(prompt)
         if self.fail:
             raise ConnectionError("vLLM is not ready")
-        yield "x"
+        yield Delta("x")
 
 
 def request_at(offset: int, text: str = FILE, fmt: str = "chat-fim") -> tuple[PromptRequest, PromptRequest]:
@@ -82,7 +82,7 @@ async def test_a_head_a_completion_already_streamed_from_is_warm() -> None:
     warmer = Warmer(backend)
     stream = warmer.watch(backend)
     prompt, warm = request_at(2 * MIN_HEAD_CHARS)
-    assert [delta async for delta in stream(prompt)] == ["x"]
+    assert [delta async for delta in stream(prompt)] == [Delta("x")]
     assert not warmer.warm(warm)
     assert len(backend.prompts) == 1  # the completion only
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 
 
 class BackendError(RuntimeError):
@@ -51,8 +51,11 @@ class BackendClient:
     async def close(self) -> None:
         await self._openai.close()
 
-    async def stream(self, request: PromptRequest) -> AsyncIterator[str]:
-        """Yield text deltas; closing the generator closes the HTTP stream."""
+    async def stream(self, request: PromptRequest) -> AsyncIterator[Delta]:
+        """Yield the answer's pieces with their tokens' log probabilities and, on the last,
+        the finish reason; closing the generator closes the HTTP stream. The log probability
+        of the chosen token comes with the answer (confidence.py scores it); vLLM computes
+        it from logits it has anyway."""
         body = dict(request.body)
         if self.stop_token_ids:
             body["stop_token_ids"] = self.stop_token_ids
@@ -66,23 +69,23 @@ class BackendClient:
             if request.endpoint == "chat":
                 messages = body.pop("messages")
                 chat = await self._openai.chat.completions.create(
-                    model=self.endpoint.model, messages=messages, stream=True,
+                    model=self.endpoint.model, messages=messages, stream=True, logprobs=True,
                     extra_body=body, **common,
                 )
                 async with chat:
                     async for chunk in chat:
-                        if chunk.choices and chunk.choices[0].delta.content:
-                            yield chunk.choices[0].delta.content
+                        if chunk.choices and (delta := _chat_delta(chunk.choices[0])) is not None:
+                            yield delta
             else:
                 prompt = body.pop("prompt")
                 plain = await self._openai.completions.create(
-                    model=self.endpoint.model, prompt=prompt, stream=True,
+                    model=self.endpoint.model, prompt=prompt, stream=True, logprobs=0,
                     extra_body=body, **common,
                 )
                 async with plain:
                     async for part in plain:
-                        if part.choices and part.choices[0].text:
-                            yield part.choices[0].text
+                        if part.choices and (delta := _plain_delta(part.choices[0])) is not None:
+                            yield delta
         except (openai.OpenAIError, ValueError, KeyError, TypeError) as err:
             raise translate(err, self.endpoint) from err
 
@@ -91,7 +94,7 @@ class BackendClient:
         stream = self.stream(request)
         try:
             async for delta in stream:
-                parts.append(delta)
+                parts.append(delta.text)
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
@@ -125,6 +128,26 @@ class BackendClient:
                 return model.model_dump()
         names = ", ".join(m.id for m in models.data) or "none"
         raise BackendError(f"model {self.endpoint.model!r} is not served there (served: {names})")
+
+
+def _chat_delta(choice: Any) -> Delta | None:
+    """A chat chunk's piece; None when it carries nothing (the role-only first chunk)."""
+    text = choice.delta.content or ""
+    content = choice.logprobs.content if choice.logprobs is not None else None
+    logprobs = tuple((entry.token, entry.logprob) for entry in content or ())
+    if not text and not logprobs and not choice.finish_reason:
+        return None
+    return Delta(text, logprobs, choice.finish_reason)
+
+
+def _plain_delta(choice: Any) -> Delta | None:
+    text = choice.text or ""
+    found = choice.logprobs
+    pairs = zip(found.tokens or (), found.token_logprobs or (), strict=False) if found is not None else ()
+    logprobs = tuple((token, logprob) for token, logprob in pairs if logprob is not None)
+    if not text and not logprobs and not choice.finish_reason:
+        return None
+    return Delta(text, logprobs, choice.finish_reason)
 
 
 def translate(err: Exception, endpoint: Endpoint) -> BackendError:

@@ -18,7 +18,7 @@ import httpx
 import openai
 
 from langserver.backend.client import BackendClient, BackendError, Endpoint
-from langserver.backend.request import STOP_TOKENS, PromptRequest
+from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest
 from langserver.backend.status import Status
 from langserver.backend.supervisor import StopMode, Supervisor
 from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, is_loopback
@@ -42,12 +42,12 @@ class LaunchClient(BackendClient):
         self.down = down
         self.managed = managed
 
-    async def stream(self, request: PromptRequest) -> AsyncIterator[str]:
+    async def stream(self, request: PromptRequest) -> AsyncIterator[Delta]:
         if self.down.is_set():
             raise BackendUnavailable("the backend is restarting")
         deltas = super().stream(request)
         death = asyncio.ensure_future(self.down.wait())
-        step: asyncio.Future[str] | None = None
+        step: asyncio.Future[Delta] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(deltas.__anext__())
@@ -245,8 +245,9 @@ class BackendManager:
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5.0)
 
-    async def stream(self, prompt: PromptRequest) -> AsyncIterator[str]:
-        """Text deltas from the backend; BackendUnavailable at once when there is none or it dies."""
+    async def stream(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
+        """Text deltas (with their log probabilities) from the backend; BackendUnavailable at once
+        when there is none or it dies."""
         client = self.client
         external = self.settings.backend.mode == "external"
         if client is None or (self.status.state != "ready" and not external):
@@ -263,7 +264,7 @@ class BackendManager:
         parts = [delta async for delta in self.stream(prompt)]
         if self.settings.backend.mode == "external" and self.status.state != "ready" and client is self.client:
             await self._probe_model()
-        return "".join(parts)
+        return "".join(part.text for part in parts)
 
 
 def _is_connection_error(error: BaseException) -> bool:

@@ -33,3 +33,16 @@ STOP_STRINGS: tuple[str, ...] = ("<|fim_prefix|>", "<|fim_suffix|>", "<|file_sep
 class PromptRequest:
     endpoint: Literal["chat", "completions"]
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One streamed piece of an answer: its text, each of its tokens with the log
+    probability the model gave it (empty where the server sends none), and why the
+    answer ended, on the last piece ("stop": an end token, "length": max_tokens;
+    None while it goes on, or when the stream was closed before its end)."""
+
+    text: str
+    logprobs: tuple[tuple[str, float], ...] = ()
+    finish_reason: str | None = None
+

@@ -5,10 +5,12 @@ The server and the benchmarks call `complete`; it knows nothing of LSP.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.backend.request import PromptRequest
+from langserver.completion.confidence import score
 from langserver.completion.context import Budget, Context, build_context
 from langserver.completion.policy import Policy
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
@@ -90,17 +92,20 @@ async def complete_streaming(request: Request, settings: Settings, open_stream: 
                              counter: TokenCounter | None = None,
                              context: Context | None = None,
                              steps: tuple[Step, ...] = STEPS) -> Completion | None:
-    """One completion from a stream that is closed as soon as the clean-up would cut the
-    rest anyway (vLLM stops generating then). `timings` gets prompt, first_token, stream
-    and cleanup marks. `context`: the request's, when the caller built it already (the warm-up did).
-    `steps`: the clean-up steps (the benchmark's ablation replays a recorded stream without one)."""
+    """One completion, with the model's confidence in it, from a stream that is closed as
+    soon as the clean-up would cut the rest anyway (vLLM stops generating then).
+    `timings` gets prompt, first_token, stream and cleanup marks. `context`: the request's,
+    when the caller built it already (the warm-up did). `steps`: the clean-up steps (the
+    benchmark's ablation replays a recorded stream without one)."""
     timings = timings if timings is not None else Timings()
     if context is None:
         context = make_context(request, settings, max_model_len, counter or token_counter(settings))
     policy = make_policy(request, settings)
     prompt = make_prompt(context, settings)
     timings.mark("prompt")
-    raw = await read_until_complete(open_stream(prompt), lambda text: is_complete(text, context, policy), timings)
-    result = clean(raw, context, policy, steps)
+    answer = await read_until_complete(open_stream(prompt), lambda text: is_complete(text, context, policy), timings)
+    result = clean(answer.text, context, policy, steps)
+    if result is not None:
+        result = dataclasses.replace(result, confidence=score(answer.parts, answer.finish_reason, result.text))
     timings.mark("cleanup")
     return result

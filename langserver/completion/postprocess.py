@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from langserver.completion import multiline
+from langserver.completion.confidence import Confidence
 from langserver.completion.context import Context
 from langserver.completion.indent import IndentStyle, columns, infer_style, leading, restyle
 from langserver.completion.multiline import limit_lines, replace_chars
@@ -65,6 +66,8 @@ class Completion:
     text: str
     # Characters right of the cursor, on its line, that the completion replaces.
     replace_chars: int = 0
+    # How sure the model was of `text` (confidence.py); None = not known. Not part of equality.
+    confidence: Confidence | None = field(default=None, compare=False)
 
 
 Step = Callable[[str, Context, Policy], str]

@@ -38,6 +38,8 @@ class CompletionService:
         self._stream = self.warmer.watch(open_stream)
         self.cache = CompletionCache()  # typing through a shown completion asks no one
         self._cache_settings: Settings | None = None
+        # The last answer from the model: its confidence and whether it was shown (vllmGhost.status).
+        self.last: dict[str, Any] | None = None
 
     def backend_ready(self) -> None:
         self.warmer.forget()  # a new vLLM has an empty prefix cache
@@ -76,10 +78,19 @@ class CompletionService:
         if outcome.superseded:  # a newer request for the document took over
             return None
         self._record(timings)
-        completion = outcome.value
+        completion = self._gate(outcome.value, settings.completion.min_confidence)
         if completion is not None:
             self.cache.put(request.text, request.offset, completion)
         return completion
+
+    def _gate(self, completion: Completion | None, min_confidence: float) -> Completion | None:
+        """Nothing when the model was unsure of it (below `completion.minConfidence`); an
+        unknown confidence (a server without log probabilities) passes."""
+        confidence = completion.confidence if completion is not None else None
+        shown = completion is not None and (confidence is None or confidence.value >= min_confidence)
+        self.last = {**(confidence.to_wire() if confidence is not None else {"confidence": None}),
+                     "shown": shown, "minConfidence": min_confidence}
+        return completion if shown else None
 
     def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
         """The rest of a shown completion the user is typing through; it supersedes the request
@@ -103,6 +114,8 @@ class CompletionService:
             detail["timings"] = self.timing_stats.summary()
         detail["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
         detail["warmups"] = self.warmer.sent
+        if self.last is not None:
+            detail["last"] = self.last
         return detail
 
     def reset_timings(self) -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.timings import Timings
 
-OpenStream = Callable[[PromptRequest], AsyncIterator[str]]
+OpenStream = Callable[[PromptRequest], AsyncIterator[Delta]]
 
 # An opening markdown fence line (Qwen3-Coder issue 543): the clean-up strips it, so the
 # early stop must not count its line break as the end of a single-line answer.
@@ -35,29 +36,51 @@ def visible_part(raw: str) -> str | None:
     return raw
 
 
-async def read_until_complete(deltas: AsyncIterator[str], done: Callable[[str], bool],
-                              timings: Timings | None = None) -> str:
-    """Concatenate deltas until `done(visible text)` or the end of the stream; always closes
+@dataclass(frozen=True)
+class Answer:
+    """What was read of a stream: its pieces (text, token log probabilities, finish
+    reason), and whether the early stop closed it before the model's own end."""
+
+    parts: tuple[Delta, ...]
+    stopped_early: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(part.text for part in self.parts)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """"stop" (end token), "length" (max_tokens), "early" (closed by the early stop), or None."""
+        if self.stopped_early:
+            return "early"
+        return self.parts[-1].finish_reason if self.parts else None
+
+
+async def read_until_complete(deltas: AsyncIterator[Delta], done: Callable[[str], bool],
+                              timings: Timings | None = None) -> Answer:
+    """Read deltas until `done(visible text)` or the end of the stream; always closes
     the stream. Marks first_token and stream on `timings`."""
     text = ""
-    first = True
+    parts: list[Delta] = []
+    stopped_early = False
     try:
         async for delta in deltas:
-            if first and timings is not None:
+            if not parts and timings is not None:
                 timings.mark("first_token")
-            first = False
-            text += delta
+            parts.append(delta)
+            text += delta.text
             visible = visible_part(text)
-            if visible is not None and done(visible):
+            if visible is not None and done(visible) and delta.finish_reason is None:
+                stopped_early = True
                 break
     finally:
         await close_stream(deltas)
     if timings is not None:
-        timings.mark("first_token" if first else "stream")
-    return text
+        timings.mark("stream" if parts else "first_token")
+    return Answer(tuple(parts), stopped_early)
 
 
-async def close_stream(deltas: AsyncIterator[str]) -> None:
+async def close_stream(deltas: AsyncIterator[Delta]) -> None:
     close: Any = getattr(deltas, "aclose", None)
     if close is not None:
         with contextlib.suppress(Exception):
@@ -70,7 +93,7 @@ def manager_stream(manager: BackendManager) -> OpenStream:
     one is always tried), and a stream that breaks because the managed vLLM went away
     ends as BackendUnavailable (answered empty, no message)."""
 
-    async def open_stream(prompt: PromptRequest) -> AsyncIterator[str]:
+    async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
         client = manager.client
         external = manager.settings.backend.mode == "external"
         if client is None or (manager.status.state != "ready" and not external):

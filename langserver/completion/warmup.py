@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.prompt import FIM_SUFFIX
 from langserver.completion.stream import OpenStream, close_stream
 
@@ -95,7 +95,7 @@ class Warmer:
     def watch(self, open_stream: OpenStream) -> OpenStream:
         """`open_stream`, recording each prompt's head as seen at its first token."""
 
-        async def watched(prompt: PromptRequest) -> AsyncIterator[str]:
+        async def watched(prompt: PromptRequest) -> AsyncIterator[Delta]:
             stream = open_stream(prompt)
             first = True
             try:

