@@ -1,0 +1,76 @@
+"""Windows of a file and their similarity to the code around the cursor.
+
+Copilot's recipe: a file is cut into windows of about 60 lines, each window is a set
+of identifiers, and a window's score is the Jaccard similarity of its set with the
+set of the 60 lines around the cursor. The windows of a document are computed once
+per version of it (and of a file on disk once per modification), never per keystroke.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+
+WINDOW_LINES = 60
+# Windows start every this many lines: overlapping, so a definition is never only cut in half.
+WINDOW_STEP = 30
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Words every file has: they say nothing about which file is relevant.
+_STOP = frozenset(keyword.kwlist) | {
+    "self", "cls", "None", "True", "False", "return", "const", "let", "var", "function", "this", "new", "int",
+    "str", "bool", "float", "void", "public", "private", "static", "string", "func", "type", "err", "nil",
+}
+
+
+def identifiers(text: str) -> frozenset[str]:
+    return frozenset(_IDENTIFIER.findall(text)) - _STOP
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # first line (0-based)
+    end: int  # line after the last
+    ids: frozenset[str]
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their breaks (split at "\\n" only, like the context stage)."""
+    lines = text.split("\n")
+    out = [line + "\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1])
+    return out
+
+
+def windows(lines: list[str], size: int = WINDOW_LINES, step: int = WINDOW_STEP) -> list[Window]:
+    if not lines:
+        return []
+    starts = list(range(0, max(1, len(lines) - size + step), step))
+    return [Window(start, min(len(lines), start + size), identifiers("".join(lines[start:start + size])))
+            for start in starts]
+
+
+def around(lines: list[str], line: int, size: int = WINDOW_LINES) -> frozenset[str]:
+    """The identifiers of the `size` lines up to and around `line` (the query)."""
+    first = max(0, line - size * 2 // 3)
+    return identifiers("".join(lines[first:first + size]))
+
+
+def window_around(lines: list[str], first: int, last: int, size: int = WINDOW_LINES) -> Window:
+    """A window holding lines first..last (an edited range), widened to `size` lines around it."""
+    first, last = max(0, min(first, len(lines) - 1)), max(0, min(last, len(lines) - 1))
+    if last - first + 1 > size:
+        first = max(first, last - size + 1)
+    pad = (size - (last - first + 1)) // 2
+    start = max(0, first - pad)
+    end = min(len(lines), start + size)
+    start = max(0, end - size)
+    return Window(start, end, identifiers("".join(lines[start:end])))
