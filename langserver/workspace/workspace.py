@@ -60,6 +60,7 @@ class Document:
     opened: int  # open order, for a deterministic "most recent first"
     version: int = 0
     location: tuple[Folder, str] | None = None  # folder and relative path, when inside one
+    key: str = ""  # the resolved path
     secret_name: bool = False
     _lines: tuple[int, list[str], list[snippets.Window]] | None = None  # (version, lines, windows)
     _admitted: tuple[int, bool] | None = None
@@ -109,7 +110,7 @@ class Snippet:
 class Block:
     shape: tuple[object, ...]  # budget, sources, folder: another shape, another block
     snippets: list[Snippet]
-    anchor: int  # cursor line it was ranked for
+    anchor: int  # cursor offset it was ranked for
     seen: int  # changes elsewhere when last considered
     own: int  # the current document's version when last considered
     repo: RepoContext | None = None
@@ -148,6 +149,7 @@ class Workspace:
         self._opened += 1
         file = Path(path) if path else None
         self.documents[uri] = Document(file, text, language, self._opened, location=self._locate(file),
+                                       key=_resolved(file) if file is not None else "",
                                        secret_name=file is not None and is_secret_name(file))
         self._changes += 1
 
@@ -198,13 +200,13 @@ class Workspace:
             return None
         folder, _ = doc.location
         shape = (budget, tuple(sources), folder.path, id(counter))
-        line = text.count("\n", 0, offset)
-        elsewhere = self._changes - doc.version
         block = self._blocks.get(uri)
-        if block is not None and block.shape == shape and abs(line - block.anchor) <= FAR_LINES and \
+        near = block is not None and _lines_between(text, offset, block.anchor) <= FAR_LINES
+        elsewhere = self._changes - doc.version
+        if block is not None and block.shape == shape and near and \
                 block.seen == elsewhere and doc.version - block.own < RECHECK_EDITS:
             return self._hand_out(block)
-        block = self._reconsider(uri, doc, text, line, shape, budget, counter, tuple(sources), block)
+        block = self._reconsider(uri, doc, text, offset, near, shape, budget, counter, tuple(sources), block)
         block.seen, block.own = elsewhere, doc.version
         self._blocks[uri] = block
         return self._hand_out(block)
@@ -215,16 +217,15 @@ class Workspace:
         return block.repo
 
     # --- building the block -----------------------------------------------------------------
-    def _reconsider(self, uri: str, doc: Document, text: str, line: int, shape: tuple[object, ...], budget: int,
-                    counter: TokenCounter, sources: tuple[str, ...], old: Block | None) -> Block:
+    def _reconsider(self, uri: str, doc: Document, text: str, offset: int, near: bool, shape: tuple[object, ...],
+                    budget: int, counter: TokenCounter, sources: tuple[str, ...], old: Block | None) -> Block:
         assert doc.location is not None
         folder, current_path = doc.location
-        current_lines = snippets.split_lines(text)
-        query = snippets.around(current_lines, line)
+        query = snippets.around(text, min(len(text), offset))
         found = self._sources(uri, doc, text, sources, folder)
         budget -= _count(counter, f"{folder.name}\n{current_path}\n") + 2  # repo_name and current file_sep
         ranked = self._rank(found, query, counter, budget)
-        if old is not None and old.shape == shape and abs(line - old.anchor) <= FAR_LINES and \
+        if old is not None and old.shape == shape and near and \
                 all(_still_true(snippet, found) for snippet in old.snippets):
             kept = list(old.snippets)
             used = sum(snippet.tokens for snippet in kept)
@@ -238,7 +239,7 @@ class Workspace:
                 return old
             block = Block(shape, kept, old.anchor, 0, 0)
         else:
-            block = Block(shape, list(reversed(ranked)), line, 0, 0)  # the most similar nearest the cursor
+            block = Block(shape, list(reversed(ranked)), offset, 0, 0)  # the most similar nearest the cursor
         if block.snippets:
             block.repo = RepoContext(folder.name, current_path,
                                      tuple((snippet.path, snippet.text) for snippet in block.snippets))
@@ -322,17 +323,18 @@ class Workspace:
         chosen: list[Snippet] = []
         used = 0
         for *_, source, window in scored:
-            if len(chosen) >= MAX_SNIPPETS:
+            if len(chosen) >= MAX_SNIPPETS or budget - used < MIN_BUDGET:
                 break
-            text = "".join(source.lines[window.start:window.end])
-            tokens = sum(counter.count_lines(source.lines[window.start:window.end])) + \
-                _count(counter, source.path + "\n") + 2
-            snippet = Snippet(source.key, source.path, window.start, window.end, text, tokens)
-            if used + tokens > budget or any(_overlaps(snippet, other) for other in chosen) or \
+            snippet = Snippet(source.key, source.path, window.start, window.end, "", 0)
+            if any(_overlaps(snippet, other) for other in chosen) or \
                     sum(other.key == source.key for other in chosen) >= PER_FILE:
                 continue
-            chosen.append(snippet)
-            used += tokens
+            tokens = sum(counter.count_lines(source.lines[window.start:window.end])) + \
+                _count(counter, source.path + "\n") + 2
+            if used + tokens <= budget:
+                chosen.append(Snippet(source.key, source.path, window.start, window.end,
+                                      "".join(source.lines[window.start:window.end]), tokens))
+                used += tokens
         return chosen
 
     def _locate(self, path: Path | None) -> tuple[Folder, str] | None:
@@ -340,8 +342,7 @@ class Workspace:
 
 
 def _key(doc: Document) -> str:
-    assert doc.path is not None
-    return _resolved(doc.path)
+    return doc.key
 
 
 def _resolved(path: Path) -> str:
@@ -357,6 +358,11 @@ def _suffix(doc: Document) -> str:
 
 def _count(counter: TokenCounter, text: str) -> int:
     return sum(counter.count_lines(snippets.split_lines(text)))
+
+
+def _lines_between(text: str, a: int, b: int) -> int:
+    """Line breaks between two offsets (counting only that stretch keeps a keystroke cheap)."""
+    return text.count("\n", min(a, b), max(a, b))
 
 
 def _overlaps(a: Snippet, b: Snippet) -> bool:
