@@ -277,3 +277,43 @@ def test_an_unreadable_file_costs_a_log_line_not_a_block(tmp_path: Path, caplog:
     assert repo is not None and [path for path, _ in repo.files] == ["pkg/other.py"]
     assert any("cannot read" in record.getMessage() and str(helpers) in record.getMessage()
                for record in caplog.records)
+
+
+# --- settings and budget ----------------------------------------------------------------------------
+def test_the_budget_never_passes_the_models_context() -> None:
+    from langserver.completion.pipeline import cross_file_budget
+    from langserver.settings import parse_settings
+
+    settings, problems = parse_settings({"completion": {"crossFile": {"maxTokens": 4000}}})
+    assert not problems
+    assert cross_file_budget(settings, None) == 4000
+    # small-coder, trained at 3,072: what prefix+suffix (2,048), the answer (128) and the template leave.
+    assert cross_file_budget(settings, 3072) == 3072 - 2048 - 128 - 48
+    assert cross_file_budget(settings, 2200) == 0
+    off, _ = parse_settings({"completion": {"crossFile": {"enabled": False}}})
+    assert cross_file_budget(off, 200_000) == 0
+
+
+def test_bad_cross_file_settings_fall_back_naming_the_key() -> None:
+    from langserver.settings import parse_settings
+
+    settings, problems = parse_settings({"completion": {"crossFile": {"sources": ["open", "clipboard"]}}})
+    assert settings.completion.cross_file.sources == ("open", "edits", "imports")
+    assert problems == ["vllmGhost.completion.crossFile.sources: items must be among 'open', 'edits', 'imports', "
+                        "got ['clipboard']; using ('open', 'edits', 'imports')"]
+
+
+def test_moving_far_ranks_again(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    other = root / "other.py"
+    other.write_text("def alpha_helper(x):\n    return x\n" + "\n" * 200 + "def omega_helper(y):\n    return y\n")
+    workspace = workspace_for(root)
+    workspace.open(uri(other), str(other), other.read_text(), "python")
+    text = "alpha_helper(1)\n" + "pass\n" * 300 + "omega_helper(2)\n"
+    main = root / "main.py"
+    workspace.open(uri(main), str(main), text, "python")
+    near = workspace.cross_file(uri(main), text, 5, 2000, COUNTER, ("open",))
+    far = workspace.cross_file(uri(main), text, len(text) - 3, 2000, COUNTER, ("open",))
+    assert near is not None and far is not None
+    assert "alpha_helper" in near.files[-1][1] and "omega_helper" in far.files[-1][1]
