@@ -317,3 +317,19 @@ def test_moving_far_ranks_again(tmp_path: Path) -> None:
     far = workspace.cross_file(uri(main), text, len(text) - 3, 2000, COUNTER, ("open",))
     assert near is not None and far is not None
     assert "alpha_helper" in near.files[-1][1] and "omega_helper" in far.files[-1][1]
+
+
+def test_the_definition_of_an_imported_name_is_favoured(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    # The file's other windows share more words with the code around the cursor than the definition does.
+    noise = "".join(f"def read(lines):\n    for line in lines:\n        name = line.strip()  # {n}\n"
+                    for n in range(40))
+    other = root / "other.py"
+    other.write_text(noise + "\n" * 40 + "class Framer:\n    def __init__(self, size):\n        self.size = size\n")
+    workspace = workspace_for(root)
+    workspace.open(uri(other), str(other), other.read_text(), "python")
+    text = "from other import Framer\n\n\ndef read(lines):\n    for line in lines:\n        name = line.strip()\n" \
+           "        framer = "
+    repo = block(workspace, root / "main.py", text=text, budget=2000, sources=("open",))
+    assert repo is not None and "class Framer:" in repo.files[-1][1]  # best last, nearest the cursor

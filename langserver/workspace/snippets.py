@@ -16,6 +16,12 @@ WINDOW_LINES = 60
 # Windows start every this many lines: overlapping, so a definition is never only cut in half.
 WINDOW_STEP = 30
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A definition at a line start: `def f`, `async def f`, `class C`, `NAME =` / `NAME: type =` (any indentation,
+# so methods count too); other languages' `function f`, `const x`, `type T`, `struct S` and the like.
+_DEFINITION = re.compile(
+    r"^[ \t]*(?:(?:export[ \t]+)?(?:async[ \t]+)?"
+    r"(?:def|class|function|const|let|var|type|interface|struct|enum|fn|func)[ \t]+([A-Za-z_]\w*)"
+    r"|([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=))", re.MULTILINE)
 # Words every file has: they say nothing about which file is relevant.
 _STOP = frozenset(keyword.kwlist) | {
     "self", "cls", "None", "True", "False", "return", "const", "let", "var", "function", "this", "new", "int",
@@ -39,6 +45,7 @@ class Window:
     start: int  # first line (0-based)
     end: int  # line after the last
     ids: frozenset[str]
+    defines: frozenset[str] = frozenset()  # names defined at a line start in it (def, class, assignment)
 
 
 def split_lines(text: str) -> list[str]:
@@ -50,12 +57,16 @@ def split_lines(text: str) -> list[str]:
     return out
 
 
+def window(lines: list[str], start: int, end: int) -> Window:
+    text = "".join(lines[start:end])
+    return Window(start, end, identifiers(text), frozenset(a or b for a, b in _DEFINITION.findall(text)))
+
+
 def windows(lines: list[str], size: int = WINDOW_LINES, step: int = WINDOW_STEP) -> list[Window]:
     if not lines:
         return []
     starts = list(range(0, max(1, len(lines) - size + step), step))
-    return [Window(start, min(len(lines), start + size), identifiers("".join(lines[start:start + size])))
-            for start in starts]
+    return [window(lines, start, min(len(lines), start + size)) for start in starts]
 
 
 def around(text: str, offset: int, size: int = WINDOW_LINES) -> frozenset[str]:
@@ -84,4 +95,4 @@ def window_around(lines: list[str], first: int, last: int, size: int = WINDOW_LI
     start = max(0, first - pad)
     end = min(len(lines), start + size)
     start = max(0, end - size)
-    return Window(start, end, identifiers("".join(lines[start:end])))
+    return window(lines, start, end)

@@ -48,6 +48,9 @@ MAX_EDITS = 8
 FAR_LINES = 2 * snippets.WINDOW_LINES
 # Reconsider after this many edits of the current document (about a line of typing).
 RECHECK_EDITS = 64
+# Added to the similarity of a window that defines a name the current file imports (Continue's
+# "import definitions"): the definition is what a completion that uses the name needs to see.
+DEFINES_BONUS = 1.0
 # Below this many tokens a block is not worth its headers.
 MIN_BUDGET = 64
 
@@ -222,9 +225,11 @@ class Workspace:
         assert doc.location is not None
         folder, current_path = doc.location
         query = snippets.around(text, min(len(text), offset))
+        python = doc.language == "python" or _suffix(doc) == ".py"
+        wanted = imports.imported_names(text) if python else frozenset()
         found = self._sources(uri, doc, text, sources, folder)
         budget -= _count(counter, f"{folder.name}\n{current_path}\n") + 2  # repo_name and current file_sep
-        ranked = self._rank(found, query, counter, budget)
+        ranked = self._rank(found, query, wanted, counter, budget)
         if old is not None and old.shape == shape and near and \
                 all(_still_true(snippet, found) for snippet in old.snippets):
             kept = list(old.snippets)
@@ -307,17 +312,17 @@ class Workspace:
         if cached.lines is not None:
             found[key] = Source(key, location[1], cached.lines, cached.windows, file.suffix == _suffix(doc))
 
-    def _rank(self, found: dict[str, Source], query: frozenset[str], counter: TokenCounter,
-              budget: int) -> list[Snippet]:
+    def _rank(self, found: dict[str, Source], query: frozenset[str], wanted: frozenset[str],
+              counter: TokenCounter, budget: int) -> list[Snippet]:
         """The windows worth sending, best first, within `budget` tokens."""
         scored: list[tuple[bool, float, str, int, Source, snippets.Window]] = []
         for source in found.values():
             for window in source.windows:
-                score = snippets.jaccard(window.ids, query)
+                score = snippets.jaccard(window.ids, query) + (DEFINES_BONUS if window.defines & wanted else 0.0)
                 if score > 0:
                     scored.append((not source.same_language, -score, source.path, window.start, source, window))
             for window in source.edits:  # a recent edit counts even when its words differ
-                score = snippets.jaccard(window.ids, query) + 1.0
+                score = snippets.jaccard(window.ids, query) + 1.0 + (DEFINES_BONUS if window.defines & wanted else 0.0)
                 scored.append((not source.same_language, -score, source.path, window.start, source, window))
         scored.sort(key=lambda item: item[:4])
         chosen: list[Snippet] = []
