@@ -17,6 +17,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.uris import to_fs_path
 
 from langserver import __version__
 from langserver.backend.client import BackendError
@@ -188,6 +189,12 @@ class GhostServer(LanguageServer):
                               end=types.Position(line=end_line, character=end_character)),
         )
 
+    def workspace_folders(self) -> list[str]:
+        """The client's workspace folders as paths (rootUri when it named no folders)."""
+        uris = [folder.uri for folder in self.workspace.folders.values()] or \
+            ([self.workspace.root_uri] if self.workspace.root_uri else [])
+        return [path for uri in uris if (path := file_path(uri))]
+
     def status_object(self) -> dict[str, Any]:
         status = self.backend.status.to_wire()
         status["version"] = __version__
@@ -195,6 +202,18 @@ class GhostServer(LanguageServer):
         detail.update(self.completions.status_detail())
         status["settings"] = redacted(self.settings)
         return status
+
+
+def file_path(uri: str) -> str | None:
+    """The local path of a file: URI; None for other schemes (untitled, remote)."""
+    return to_fs_path(uri) if uri.startswith("file:") else None
+
+
+def changed_lines(change: types.TextDocumentContentChangePartial) -> tuple[int, int, int]:
+    """First and last line an edit now covers, and the lines it added (negative: removed)."""
+    start, end = change.range.start.line, change.range.end.line
+    added = change.text.count("\n")
+    return start, start + added, added - (end - start)
 
 
 def backend_identity(settings: Settings) -> tuple[object, ...]:
@@ -212,6 +231,12 @@ def on_initialize(ls: GhostServer, params: types.InitializeParams) -> None:
     encoding = ls.workspace.position_encoding or "utf-16"
     ls.encoding = str(getattr(encoding, "value", encoding))
     ls.apply_settings(params.initialization_options)
+    ls.completions.workspace.set_folders(ls.workspace_folders())
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+def on_workspace_folders(ls: GhostServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    ls.completions.workspace.set_folders(ls.workspace_folders())  # pygls has applied the change
 
 
 @server.feature(types.INITIALIZED)
@@ -236,6 +261,7 @@ def on_configuration(ls: GhostServer, params: types.DidChangeConfigurationParams
 def on_open(ls: GhostServer, params: types.DidOpenTextDocumentParams) -> None:
     doc = params.text_document
     ls.documents[doc.uri] = (TextBuffer(doc.text, ls.encoding), doc.language_id)
+    ls.completions.workspace.open(doc.uri, file_path(doc.uri), doc.text, doc.language_id)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -244,18 +270,22 @@ def on_change(ls: GhostServer, params: types.DidChangeTextDocumentParams) -> Non
     if entry is None:
         return
     buffer = entry[0]
+    uri = params.text_document.uri
     for change in params.content_changes:
         if isinstance(change, types.TextDocumentContentChangePartial):
             start, end = change.range.start, change.range.end
             buffer.replace((start.line, start.character), (end.line, end.character), change.text)
+            ls.completions.workspace.change(uri, buffer.text, *changed_lines(change))
         else:
             buffer.set_text(change.text)
+            ls.completions.workspace.change(uri, buffer.text)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: GhostServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.pop(params.text_document.uri, None)
     ls.completions.forget(params.text_document.uri)
+    ls.completions.workspace.close(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

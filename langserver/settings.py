@@ -76,6 +76,19 @@ def process_settings(vllm: VllmSettings) -> VllmSettings:
     return dataclasses.replace(vllm, **{name: getattr(VllmSettings(), name) for name in SUPERVISION_FIELDS})
 
 
+CROSS_FILE_SOURCES = ("open", "edits", "imports")
+
+
+@dataclass(frozen=True)
+class CrossFileSettings:
+    """Code from other files of the workspace ahead of the current one (langserver/workspace)."""
+    enabled: bool = True
+    # Qwen's own repository-level harness gives cross-file code 2,048 tokens; it never takes the
+    # current file's share: what the model's context leaves after it is the most it gets.
+    max_tokens: int = 2048
+    sources: tuple[str, ...] = CROSS_FILE_SOURCES
+
+
 @dataclass(frozen=True)
 class CompletionSettings:
     enabled: bool = True
@@ -91,6 +104,7 @@ class CompletionSettings:
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
     min_confidence: float = 0.005
     disabled_languages: tuple[str, ...] = ()
+    cross_file: CrossFileSettings = field(default_factory=CrossFileSettings)
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "completion.contextChars": (0, 10_000_000),
     "completion.timeoutMs": (100, 600_000),
     "completion.minConfidence": (0, 1),
+    "completion.crossFile.maxTokens": (0, 1_000_000),
 }
+# Lists whose items come from a fixed set.
+_ITEMS: dict[str, tuple[str, ...]] = {"completion.crossFile.sources": CROSS_FILE_SOURCES}
 
 
 def camel(name: str) -> str:
@@ -177,6 +194,12 @@ def _merge_section(section: str, current: Any, raw: dict[str, Any], problems: li
             problems.append(f"vllmGhost.{path}: unknown setting, ignored")
             continue
         attr = known[key]
+        if dataclasses.is_dataclass(hints[attr]):  # a nested object (completion.crossFile)
+            if isinstance(value, dict):
+                changes[attr] = _merge_section(path, getattr(current, attr), value, problems)
+            else:
+                problems.append(f"vllmGhost.{path}: expected an object; using defaults")
+            continue
         try:
             changes[attr] = _coerce(path, hints[attr], value)
         except SettingsError as err:
@@ -214,6 +237,9 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
             raise SettingsError(f"must be a list of strings, got {value!r}")
         if path == "vllm.command" and not value:
             raise SettingsError("must not be empty")
+        unknown = [item for item in value if path in _ITEMS and item not in _ITEMS[path]]
+        if unknown:
+            raise SettingsError(f"items must be among {', '.join(map(repr, _ITEMS[path]))}, got {unknown!r}")
         return tuple(value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):

@@ -69,7 +69,9 @@ class GhostClient(LanguageClient):
 
         self._async_tasks.append(asyncio.create_task(drain()))
 
-    async def open_session(self, options: dict[str, Any], encodings: list[str] | None = None) -> types.InitializeResult:
+    async def open_session(self, options: dict[str, Any], encodings: list[str] | None = None,
+                           root: Path = ROOT) -> types.InitializeResult:
+        """`root`: the workspace folder (cross-file context reads only inside it)."""
         general = types.GeneralClientCapabilities(position_encodings=encodings or ["utf-16"])
         result = await self.initialize_async(types.InitializeParams(
             capabilities=types.ClientCapabilities(
@@ -78,7 +80,7 @@ class GhostClient(LanguageClient):
             ),
             initialization_options=options,
             process_id=os.getpid(),
-            root_uri=ROOT.as_uri(),
+            root_uri=root.as_uri(),
         ))
         self.initialized(types.InitializedParams())
         return result

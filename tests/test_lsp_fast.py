@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lsprotocol import types
 
@@ -73,3 +74,30 @@ async def test_stdio_flag_that_lsp_clients_append_is_accepted() -> None:
         result = await client.open_session({"backend": {"mode": "external", "url": "http://127.0.0.1:9/v1"}})
         assert result.capabilities.inline_completion_provider is not None
         await client.close_session()
+
+
+async def test_cross_file_context_follows_the_workspace_folders(tmp_path: Path) -> None:
+    """The files the server would put in a prompt (vllmGhost.status) come only from the
+    client's workspace folders, and follow workspace/didChangeWorkspaceFolders."""
+    root = tmp_path / "shop"
+    (root / "pkg").mkdir(parents=True)
+    helpers = "def parse_total(order):\n    return sum(order)\n"
+    main = "from pkg.helpers import parse_total\n\ntotal = parse_total("
+    for name, text in (("__init__.py", ""), ("helpers.py", helpers), ("main.py", main)):
+        (root / "pkg" / name).write_text(text)
+    (tmp_path / "elsewhere").mkdir()
+    client = GhostClient()
+    await client.launch()
+    await client.open_session({"backend": {"mode": "external", "url": "http://127.0.0.1:9/v1"},
+                               "completion": {"timeoutMs": 2000}}, root=tmp_path / "elsewhere")
+    await client.wait_status("ready", "error", timeout=30)
+    uri = client.open(main, uri=(root / "pkg" / "main.py").as_uri())
+    await client.complete(uri, 2, len("total = parse_total("))  # the backend is dead: no answer
+    assert (await client.command("vllmGhost.status"))["detail"]["crossFile"]["files"] == []  # not a folder
+    client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(added=[types.WorkspaceFolder(uri=root.as_uri(), name="shop")],
+                                                removed=[])))
+    client.edit(uri, (2, 0), (2, 0), "")  # a new request, not the superseded one
+    await client.complete(uri, 2, len("total = parse_total("))
+    assert (await client.command("vllmGhost.status"))["detail"]["crossFile"]["files"] == ["pkg/helpers.py"]
+    await client.close_session()

@@ -34,9 +34,17 @@ def test_client_unit_tests_pass() -> None:
 
 
 def server_keys() -> dict[str, Any]:
-    """`vllmGhost.<section>.<camelKey>` -> the server's default, from langserver/settings.py."""
-    wire = to_wire(Settings())
-    return {f"vllmGhost.{section}.{key}": value for section, values in wire.items() for key, value in values.items()}
+    """`vllmGhost.<section>.<camelKey>` (nested objects too: `completion.crossFile.enabled`) -> the
+    server's default, from langserver/settings.py."""
+
+    def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            nested = isinstance(value, dict) and key not in ("env",)
+            out.update(flatten(f"{prefix}.{key}", value) if nested else {f"{prefix}.{key}": value})
+        return out
+
+    return flatten("vllmGhost", to_wire(Settings()))
 
 
 def test_package_json_has_every_server_setting_and_no_other() -> None:
@@ -53,10 +61,16 @@ def test_package_json_default_matches_the_server(name: str) -> None:
 
 def field_types() -> dict[str, Any]:
     types: dict[str, Any] = {}
+
+    def add(prefix: str, cls: Any) -> None:
+        for name, hint in get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                add(f"{prefix}.{camel(name)}", hint)
+            else:
+                types[f"{prefix}.{camel(name)}"] = hint
+
     for section in dataclasses.fields(Settings):
-        hints = get_type_hints(section.default_factory)  # type: ignore[arg-type]
-        for name, hint in hints.items():
-            types[f"{section.name}.{camel(name)}"] = hint
+        add(section.name, section.default_factory)
     return types
 
 

@@ -70,10 +70,19 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class RepoContext:
+    """Code from other files of the workspace (langserver/workspace), for Qwen's repository layout."""
+    name: str  # the workspace folder's name
+    path: str  # the current file, relative to the folder
+    files: tuple[tuple[str, str], ...]  # (relative path, content), in prompt order
+
+
+@dataclass(frozen=True)
 class Context:
     prefix: str
     suffix: str
     language: str = ""
+    repo: RepoContext | None = None  # None: the current file alone (today's prompt)
 
     @property
     def line_prefix(self) -> str:

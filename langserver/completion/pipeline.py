@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from langserver.backend.request import PromptRequest
 from langserver.completion.confidence import score
-from langserver.completion.context import Budget, Context, build_context
+from langserver.completion.context import Budget, Context, RepoContext, build_context
 from langserver.completion.policy import Policy
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
 from langserver.completion.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
 from langserver.completion.stream import OpenStream, read_until_complete
 from langserver.completion.timings import Timings
-from langserver.completion.tokens import TokenCounter, counter_for
+from langserver.completion.tokens import CHARS_PER_TOKEN, TokenCounter, counter_for
 from langserver.settings import Settings
 
 Generate = Callable[[PromptRequest], Awaitable[str]]
@@ -46,6 +46,20 @@ def budget_for(settings: Settings, max_model_len: int | None) -> Budget:
     return budget
 
 
+def cross_file_budget(settings: Settings, max_model_len: int | None) -> int:
+    """Tokens for other files' code: the setting, but only what the model's context leaves
+    after the current file's budget, the answer and the template (0 = none)."""
+    completion = settings.completion
+    if not completion.cross_file.enabled:
+        return 0
+    tokens = completion.cross_file.max_tokens
+    if max_model_len:
+        used = budget_for(settings, max_model_len)
+        current = used.total_tokens or int(used.total / CHARS_PER_TOKEN) + 1
+        tokens = min(tokens, max_model_len - completion.max_tokens - TEMPLATE_TOKENS - current)
+    return max(0, tokens)
+
+
 def token_counter(settings: Settings) -> TokenCounter | None:
     """The model's own tokenizer when its tokenizer.json is on this machine (loaded once);
     None = budget by the character estimate."""
@@ -56,9 +70,11 @@ def token_counter(settings: Settings) -> TokenCounter | None:
 
 
 def make_context(request: Request, settings: Settings, max_model_len: int | None,
-                 counter: TokenCounter | None = None) -> Context:
-    return build_context(request.text, request.offset, budget_for(settings, max_model_len), request.language,
-                         counter)
+                 counter: TokenCounter | None = None, repo: RepoContext | None = None) -> Context:
+    """The current file's prefix and suffix; `repo`: other files' code (langserver/workspace)."""
+    context = build_context(request.text, request.offset, budget_for(settings, max_model_len), request.language,
+                            counter)
+    return dataclasses.replace(context, repo=repo) if repo is not None else context
 
 
 def make_policy(request: Request, settings: Settings) -> Policy:

@@ -19,6 +19,8 @@ SYSTEM_MESSAGE = "You are a code completion assistant."
 FIM_PREFIX = "<|fim_prefix|>"
 FIM_SUFFIX = "<|fim_suffix|>"
 FIM_MIDDLE = "<|fim_middle|>"
+REPO_NAME = "<|repo_name|>"
+FILE_SEP = "<|file_sep|>"
 # Tokens the template adds around the FIM string, with a margin (chat-fim's system turn).
 TEMPLATE_TOKENS = 48
 
@@ -30,7 +32,15 @@ class Sampling:
 
 
 def fim_string(context: Context) -> str:
-    return f"{FIM_PREFIX}{context.prefix}{FIM_SUFFIX}{context.suffix}{FIM_MIDDLE}"
+    """The FIM string; with other files' code, Qwen's repository layout: those files first,
+    the current file last, FIM markers only in it. The same string in both formats."""
+    fim = f"{FIM_PREFIX}{context.prefix}{FIM_SUFFIX}{context.suffix}{FIM_MIDDLE}"
+    repo = context.repo
+    if repo is None or not repo.files:
+        return fim
+    # Qwen's layout: each file's content ends with one line break before the next separator.
+    files = "".join(FILE_SEP + path + "\n" + content.rstrip("\n") + "\n" for path, content in repo.files)
+    return f"{REPO_NAME}{repo.name}\n{files}{FILE_SEP}{repo.path}\n{fim}"
 
 
 def build_prompt(context: Context, prompt_format: str, sampling: Sampling) -> PromptRequest:
@@ -49,7 +59,7 @@ def warm_prompt(context: Context, prompt_format: str) -> PromptRequest:
     """The request that makes vLLM prefill (and cache) the head of `context`, the prefix up
     to the cursor line: one greedy token, never shown (completion/warmup.py)."""
     head = context.prefix[:context.prefix.rfind("\n") + 1]
-    return build_prompt(Context(prefix=head, suffix="", language=context.language), prompt_format,
+    return build_prompt(Context(prefix=head, suffix="", language=context.language, repo=context.repo), prompt_format,
                         Sampling(max_tokens=1))
 
 

@@ -17,20 +17,27 @@ from typing import Any
 
 from langserver.completion import pipeline
 from langserver.completion.cache import CompletionCache
-from langserver.completion.context import Context
+from langserver.completion.context import Context, RepoContext
 from langserver.completion.postprocess import Completion
 from langserver.completion.scheduler import Scheduler, at_line_start
 from langserver.completion.stream import OpenStream
 from langserver.completion.timings import Timings, TimingStats
+from langserver.completion.tokens import CharEstimate, TokenCounter
 from langserver.completion.warmup import Warmer
 from langserver.settings import Settings
+from langserver.workspace import Workspace
 
 log = logging.getLogger("vllm-ghost")
+# Budgets cross-file snippets when the model's tokenizer is not on this machine.
+ESTIMATE = CharEstimate()
 
 
 class CompletionService:
-    def __init__(self, open_stream: OpenStream, max_model_len: Callable[[], int | None]) -> None:
+    def __init__(self, open_stream: OpenStream, max_model_len: Callable[[], int | None],
+                 workspace: Workspace | None = None) -> None:
         self._max_model_len = max_model_len
+        # Other files' code ahead of the current file (langserver/workspace); the server feeds it.
+        self.workspace = workspace or Workspace()
         self.scheduler = Scheduler()  # latest wins per document, debounce
         self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
         # Warm-ups for places vLLM has not prefilled; it sees every prompt's first token.
@@ -52,20 +59,28 @@ class CompletionService:
         """The completion for `request` in document `uri`; None when there is none or a newer
         request for the document took over. `started`: when the client's request arrived."""
         started = time.monotonic() if started is None else started
+        if self.workspace.forbidden(uri, request.text):  # a secret file never goes into a prompt
+            return None
         cached = self._cached(uri, request, settings)
         if cached is not None:
             return cached
         timings = Timings(started=started)
         built: list[Context] = []  # the context, when the warm-up built it first
 
+        def build() -> Context:
+            max_model_len = self._max_model_len()
+            counter = pipeline.token_counter(settings)
+            repo = self._cross_file(uri, request, settings, max_model_len, counter or ESTIMATE)
+            return pipeline.make_context(request, settings, max_model_len, counter, repo)
+
         async def job() -> Completion | None:
             timings.mark("debounce")
+            context = built[0] if built else build()  # counted in the "prompt" stage
             return await pipeline.complete_streaming(request, settings, self._stream, self._max_model_len(),
-                                                     timings=timings, context=built[0] if built else None)
+                                                     timings=timings, context=context)
 
         def warm() -> None:  # it delays the answer as much as it takes: overhead, not debounce
-            max_model_len = self._max_model_len()
-            built.append(pipeline.make_context(request, settings, max_model_len, pipeline.token_counter(settings)))
+            built.append(build())
             self.warmer.warm(pipeline.make_warm_prompt(built[0], settings))
             timings.mark("warmup")
 
@@ -92,6 +107,15 @@ class CompletionService:
                      "shown": shown, "minConfidence": min_confidence}
         return completion if shown else None
 
+    def _cross_file(self, uri: str, request: pipeline.Request, settings: Settings, max_model_len: int | None,
+                    counter: TokenCounter) -> RepoContext | None:
+        budget = pipeline.cross_file_budget(settings, max_model_len)
+        if budget <= 0:
+            self.workspace.last_files, self.workspace.last_tokens = (), 0
+            return None
+        return self.workspace.cross_file(uri, request.text, request.offset, budget, counter,
+                                         settings.completion.cross_file.sources)
+
     def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
         """The rest of a shown completion the user is typing through; it supersedes the request
         in flight and counts as a keystroke for the typing rate, like any request."""
@@ -116,6 +140,8 @@ class CompletionService:
         detail["warmups"] = self.warmer.sent
         if self.last is not None:
             detail["last"] = self.last
+        # What the last prompt held besides the current file (its tokens as the budget counted them).
+        detail["crossFile"] = {"files": list(self.workspace.last_files), "tokens": self.workspace.last_tokens}
         return detail
 
     def reset_timings(self) -> None:

@@ -42,14 +42,21 @@ export function toServerSettings(get: (key: string) => unknown, keys: readonly s
       continue;
     }
     const section = key.slice(0, dot);
-    const name = key.slice(dot + 1);
-    if (!isServerSection(section) || name.includes('.')) {
+    if (!isServerSection(section)) {
       continue;
     }
     const value = get(key);
-    if (value !== undefined && value !== null) {
-      result[section][name] = copy(value);
+    if (value === undefined || value === null) {
+      continue;
     }
+    // A dotted name is a nested object: `completion.crossFile.enabled` -> completion.crossFile.enabled.
+    const path = key.slice(dot + 1).split('.');
+    let target: Record<string, unknown> = result[section];
+    for (const part of path.slice(0, -1)) {
+      const next = target[part];
+      target = (target[part] = typeof next === 'object' && next !== null ? next : {}) as Record<string, unknown>;
+    }
+    target[path[path.length - 1]] = copy(value);
   }
   return result;
 }

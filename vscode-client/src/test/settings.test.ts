@@ -74,10 +74,15 @@ describe('toServerSettings', () => {
     assert.notEqual(settings.vllm.env, user['vllm.env']);
   });
 
-  it('skips unknown sections, nested names and unset values', () => {
-    const get = (key: string): unknown => ({ 'backend.url': 'http://h/v1', 'x.y': 1, 'model.a.b': 2 })[key];
-    const settings = toServerSettings(get, ['backend.url', 'backend.apiKey', 'x.y', 'model.a.b', 'flat']);
+  it('skips unknown sections and unset values', () => {
+    const get = (key: string): unknown => ({ 'backend.url': 'http://h/v1', 'x.y': 1 })[key];
+    const settings = toServerSettings(get, ['backend.url', 'backend.apiKey', 'x.y', 'flat']);
     assert.deepEqual(settings, { backend: { url: 'http://h/v1' }, model: {}, vllm: {}, completion: {}, log: {} });
+  });
+
+  it('nests dotted names (completion.crossFile.*)', () => {
+    const settings = toServerSettings(configuration({ 'completion.crossFile.enabled': false }), keys);
+    assert.deepEqual(settings.completion.crossFile, { enabled: false, maxTokens: 2048, sources: ['open', 'edits', 'imports'] });
   });
 });
 
