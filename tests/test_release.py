@@ -38,6 +38,7 @@ def test_one_version_for_the_server_and_the_extension() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.vscode  # builds the VSIX: Node, vsce and the extension's npm deps (scripts/setup-vscode-test)
 def test_build_release_artifacts_install_and_pass_the_checks(release: Release, tmp_path: Path) -> None:
     dist = release.dist
     version = versions()[0]
