@@ -115,22 +115,27 @@ export class ServerInstaller {
   private async run(wheel: string, gpu: boolean): Promise<boolean> {
     const venv = this.venv;
     const lines: string[] = [];
+    // An installed server is upgraded in place: if pip fails there, it keeps what it had (pip
+    // rolls back), so the old server still starts. A fresh venv that failed is removed.
+    const upgrade = this.installedPython() !== undefined;
     try {
       await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: 'vLLM Ghost: installing the server', cancellable: true },
         async (progress, token) => {
           const say = (message: string): void => progress.report({ message });
-          say('finding Python 3.10 or newer');
-          const python = await findPython();
+          say(upgrade ? 'updating the installed server' : 'finding Python 3.10 or newer');
+          const python = upgrade ? venvPython(venv) : await findPython();
           if (!python) {
             throw new StepFailed('finding Python', 1, [
               'No Python 3.10 or newer found (python3 or python on PATH, or the Python extension\'s interpreter). Install Python, then retry.',
             ]);
           }
-          await fs.promises.rm(venv, { recursive: true, force: true });
-          await fs.promises.mkdir(path.dirname(venv), { recursive: true });
-          say(`creating a Python environment (${python})`);
-          await runStep('python -m venv', python, ['-m', 'venv', venv], lines, say, token);
+          if (!upgrade) {
+            await fs.promises.rm(venv, { recursive: true, force: true });
+            await fs.promises.mkdir(path.dirname(venv), { recursive: true });
+            say(`creating a Python environment (${python})`);
+            await runStep('python -m venv', python, ['-m', 'venv', venv], lines, say, token);
+          }
           say(gpu ? 'pip install vllm-ghost[gpu] (vLLM and PyTorch: several GB)' : 'pip install vllm-ghost');
           await runStep('pip install', venvPython(venv), pipInstallArgs(wheel, gpu), lines, say, token);
           const marker: InstallMarker = {
@@ -144,8 +149,10 @@ export class ServerInstaller {
         },
       );
     } catch (err) {
-      // A half-made venv must not pass for an installed server.
-      await fs.promises.rm(venv, { recursive: true, force: true }).catch(() => undefined);
+      if (!upgrade) {
+        // A half-made venv must not pass for an installed server.
+        await fs.promises.rm(venv, { recursive: true, force: true }).catch(() => undefined);
+      }
       const message = err instanceof Error ? err.message : String(err);
       logError(message);
       void vscode.window.showErrorMessage(message, 'Retry', 'Show Log').then(choice => {
