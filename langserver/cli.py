@@ -1,5 +1,5 @@
-"""Command line: `vllm-ghost lsp` (stdio server, the default), `vllm-ghost complete`, and
-`vllm-ghost servers` (the shared vLLMs this user runs)."""
+"""Command line: `vllm-ghost lsp` (stdio server, the default), `vllm-ghost complete`,
+`vllm-ghost servers` (the shared vLLMs this user runs) and `vllm-ghost doctor` (checks a set-up)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "servers":
         return _servers(stop=args.stop)
+    if args.command == "doctor":
+        return _doctor(args)
     return asyncio.run(_complete(args))
 
 
@@ -46,14 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("file", type=Path)
     one.add_argument("--line", type=int, required=True, help="1-based line of the cursor")
     one.add_argument("--column", type=int, required=True, help="1-based column of the cursor (characters)")
-    one.add_argument("--settings", help="settings as JSON text or a JSON file (same shape as VS Code's vllmGhost.*)")
-    one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="one setting by dotted path, e.g. model.path=/models/x (value parsed as JSON if it can be)")
+    _settings_arguments(one)
     one.add_argument("--language", default="", help="languageId (default: from the file extension)")
     servers = sub.add_parser("servers", help="list the shared vLLMs this user runs (one per model and settings)")
     servers.add_argument("--stop", action="store_true",
                          help="stop them all (for vllm.keepAlive, or one a window left behind)")
+    doctor = sub.add_parser("doctor", help="check Python, vLLM, GPU, model, port, key file and settings; "
+                            "one line each with the fix (exit status 1 when something is broken)")
+    _settings_arguments(doctor)
     return parser
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", help="settings as JSON text or a JSON file (same shape as VS Code's vllmGhost.*)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one setting by dotted path, e.g. model.path=/models/x (value parsed as JSON if it can)")
 
 
 def settings_from_args(settings_arg: str | None, sets: list[str]) -> tuple[Settings, list[str]]:
@@ -110,6 +119,19 @@ async def _complete(args: argparse.Namespace) -> int:
         return 0
     finally:
         await backend.stop()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from langserver import doctor
+
+    try:
+        settings, problems = settings_from_args(args.settings, args.set)
+    except (OSError, ValueError) as err:
+        print(f"FAIL  settings  --settings could not be read: {err}")
+        return 1
+    findings = doctor.run(settings, problems)
+    print(doctor.render(findings), flush=True)
+    return 1 if any(finding.level == "fail" for finding in findings) else 0
 
 
 def _servers(stop: bool) -> int:

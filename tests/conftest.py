@@ -158,3 +158,17 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Release:
+    dist: Path
+    log: str  # scripts/build-release's stderr (its check report among it)
+
+
+@pytest.fixture(scope="session")
+def release() -> Release:
+    """dist/ as scripts/build-release makes it (wheel, sdist, the VSIX carrying the wheel): once a run."""
+    built = subprocess.run([str(ROOT / "scripts" / "build-release")], capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-4000:]
+    return Release(Path(built.stdout.strip().splitlines()[-1]), built.stderr)

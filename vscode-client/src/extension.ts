@@ -7,6 +7,7 @@ import { ServerManager } from './common/server';
 import { SECTION, settingKeys } from './common/settings';
 import { MENU_COMMAND, StatusBar, showMenu } from './common/statusBar';
 import { registerContinue } from './continue';
+import { ServerInstaller } from './install';
 
 let server: ServerManager | undefined;
 
@@ -23,7 +24,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusBar.setCompletionsEnabled(completionsEnabled());
 
   const keys = settingKeys(context.extension.packageJSON as Parameters<typeof settingKeys>[0]);
-  const manager = new ServerManager(log, statusBar, keys);
+  const installer = new ServerInstaller(context);
+  const manager = new ServerManager(log, statusBar, keys, installer);
   server = manager;
   context.subscriptions.push(manager);
 
@@ -32,6 +34,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('vllmGhost.restartModel', () => manager.restartModel()),
     vscode.commands.registerCommand('vllmGhost.toggleCompletions', () => toggleCompletions()),
     vscode.commands.registerCommand('vllmGhost.showLog', () => showLog()),
+    vscode.commands.registerCommand('vllmGhost.installServer', async () => {
+      if (await installer.install()) {
+        await manager.restart();
+      }
+    }),
     vscode.commands.registerCommand(MENU_COMMAND, () => showMenu(statusBar.current, completionsEnabled())),
     vscode.workspace.onDidChangeConfiguration(event => {
       if (!event.affectsConfiguration(SECTION)) {

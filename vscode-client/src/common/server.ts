@@ -21,6 +21,7 @@ import {
 } from 'vscode-languageclient/node';
 import * as readline from 'readline';
 import { logError, logInfo } from './log';
+import { INSTALL_ACTION, installOfferMessage, serverMissing } from './installPlan';
 import { isRunnable, selectedInterpreter, which } from './python';
 import {
   SECTION,
@@ -96,6 +97,13 @@ class GhostLanguageClient extends LanguageClient {
   }
 }
 
+/** The first-run install, as the manager needs it (src/install.ts). */
+export interface Installer {
+  wheel(): string | undefined;
+  installedPython(): string | undefined;
+  install(): Promise<boolean>;
+}
+
 export class ServerManager implements vscode.Disposable {
   private client: GhostLanguageClient | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -108,6 +116,7 @@ export class ServerManager implements vscode.Disposable {
     private readonly log: vscode.LogOutputChannel,
     private readonly statusBar: StatusBar,
     private readonly settingKeys: readonly string[],
+    private readonly installer: Installer,
   ) {}
 
   /** Start, stop and restart run one at a time, in call order. */
@@ -168,8 +177,9 @@ export class ServerManager implements vscode.Disposable {
   private async resolveCommand(): Promise<ServerCommand | undefined> {
     const configured = vscode.workspace.getConfiguration(SECTION).get<unknown>('server.command');
     const explicit = Array.isArray(configured) && configured.length > 0;
-    const interpreter = explicit || which('vllm-ghost') ? undefined : await selectedInterpreter();
-    return resolveServerCommand(configured, { which, interpreter });
+    const installed = explicit ? undefined : this.installer.installedPython();
+    const interpreter = explicit || installed || which('vllm-ghost') ? undefined : await selectedInterpreter();
+    return resolveServerCommand(configured, { which, interpreter, installed });
   }
 
   private async doStart(): Promise<void> {
@@ -178,11 +188,11 @@ export class ServerManager implements vscode.Disposable {
     this.statusBar.setStatus({ state: 'starting', message: 'Starting the language server', detail: {} });
     const command = await this.resolveCommand();
     if (!command) {
-      this.fail('no language server found (vllm-ghost is not on PATH and no Python interpreter is selected).');
+      this.fail('no language server found (vllm-ghost is not on PATH and no Python interpreter is selected).', undefined);
       return;
     }
     if (!isRunnable(command.command)) {
-      this.fail(`the server command ${describeCommand(command)} cannot be run (${command.command} not found).`);
+      this.fail(`the server command ${describeCommand(command)} cannot be run (${command.command} not found).`, command);
       return;
     }
     logInfo(`starting the language server (${command.source}): ${describeCommand(command)}`);
@@ -235,7 +245,7 @@ export class ServerManager implements vscode.Disposable {
         this.client = undefined;
       }
       const why = this.stderrTail.at(-1) ?? errorText(err);
-      this.fail(`the server command ${describeCommand(command)} failed at start: ${why}`);
+      this.fail(`the server command ${describeCommand(command)} failed at start: ${why}`, command);
       // A client whose start failed may never settle its stop: do not wait for it.
       void client.dispose(2000).catch(() => undefined);
     }
@@ -273,9 +283,16 @@ export class ServerManager implements vscode.Disposable {
     return { action: CloseAction.Restart, handled: true };
   }
 
-  private fail(reason: string): void {
+  /** `command`: what failed to start (undefined: none found; a crash passes none either). */
+  private fail(reason: string, command?: ServerCommand): void {
     logError(reason);
     this.statusBar.setStatus({ state: 'error', message: reason, detail: { lastLines: this.stderrTail.slice(-5) } });
+    // No server here and none configured: offer the one this VSIX carries. A configured command
+    // that fails keeps the message pointing at the setting (the user chose it).
+    if (command?.source !== 'setting' && this.installer.wheel() && serverMissing(reason, this.stderrTail)) {
+      this.offerInstall(reason);
+      return;
+    }
     const message = missingServerMessage(reason);
     if (this.notified.has(message)) {
       return;
@@ -286,6 +303,24 @@ export class ServerManager implements vscode.Disposable {
         // The setting is machine-overridable: in a remote window it lives in the remote's settings.
         const command = vscode.env.remoteName ? 'workbench.action.openRemoteSettings' : 'workbench.action.openSettings';
         void vscode.commands.executeCommand(command, { query: `${SECTION}.server.command` });
+      } else if (choice === 'Show Log') {
+        this.log.show(true);
+      }
+    });
+  }
+
+  private offerInstall(reason: string): void {
+    const message = installOfferMessage(reason);
+    if (this.notified.has(message)) {
+      return;
+    }
+    this.notified.add(message);
+    void vscode.window.showErrorMessage(message, INSTALL_ACTION, 'Show Log').then(async choice => {
+      if (choice === INSTALL_ACTION) {
+        this.notified.delete(message);
+        if (await this.installer.install()) {
+          await this.restart();
+        }
       } else if (choice === 'Show Log') {
         this.log.show(true);
       }

@@ -74,7 +74,7 @@ export interface ServerCommand {
   command: string;
   args: string[];
   /** Where it came from, for the log and the error message. */
-  source: 'setting' | 'path' | 'python-extension';
+  source: 'setting' | 'installed' | 'path' | 'python-extension';
 }
 
 export interface CommandLookup {
@@ -82,11 +82,14 @@ export interface CommandLookup {
   which: (name: string) => string | undefined;
   /** The Python extension's selected interpreter, or undefined. */
   interpreter?: string;
+  /** The python of the server this extension installed (first-run install), or undefined. */
+  installed?: string;
 }
 
 /**
- * How to start the language server: `vllmGhost.server.command` when set, else `vllm-ghost lsp`
- * on PATH, else the Python extension's interpreter with `-m langserver`.
+ * How to start the language server: `vllmGhost.server.command` when set, else the server this
+ * extension installed, else `vllm-ghost lsp` on PATH, else the Python extension's interpreter with
+ * `-m langserver`.
  */
 export function resolveServerCommand(configured: unknown, lookup: CommandLookup): ServerCommand | undefined {
   if (Array.isArray(configured) && configured.length > 0 && configured.every(part => typeof part === 'string')) {
@@ -94,6 +97,9 @@ export function resolveServerCommand(configured: unknown, lookup: CommandLookup)
     if (command.trim() !== '') {
       return { command, args, source: 'setting' };
     }
+  }
+  if (lookup.installed) {
+    return { command: lookup.installed, args: ['-m', 'langserver'], source: 'installed' };
   }
   const onPath = lookup.which('vllm-ghost');
   if (onPath) {

@@ -1,0 +1,126 @@
+"""`vllm-ghost doctor` on a broken and on a good set-up, as a user runs it (the CLI in a subprocess), and
+its checks one by one. Nothing starts vLLM; the CLI runs import vLLM once each (seconds), hence `slow`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from langserver import doctor
+
+VLLM_SERVER = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+
+
+@pytest.fixture
+def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The key file and the shared-vLLM registry of a user of our own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_doctor(*sets: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "langserver", "doctor"]
+    for item in sets:
+        argv += ["--set", item]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+
+
+def line_of(output: str, check: str) -> str:
+    found = [line for line in output.splitlines() if line[6:].startswith(check)]
+    assert len(found) == 1, output
+    return found[0]
+
+
+@pytest.mark.slow
+def test_broken_setup_names_each_problem_with_its_fix(user_dirs: Path, taken_port: int) -> None:
+    key = user_dirs / "config" / "vllm-ghost" / "api-key"
+    key.parent.mkdir(parents=True)
+    key.write_text("k\n")
+    key.chmod(0o644)
+    missing = user_dirs / "no-such-model"
+    done = run_doctor(f"model.path={missing}", f"vllm.port={taken_port}", f"vllm.command={json.dumps(VLLM_SERVER)}")
+    print(done.stdout)
+    assert done.returncode == 1
+    model = line_of(done.stdout, "model")
+    assert model.startswith("FAIL") and str(missing) in model and "does not exist" in model and "model.path" in model
+    port = line_of(done.stdout, "port")
+    # The test's own socket: the doctor says who holds the port.
+    assert port.startswith("FAIL") and f"127.0.0.1:{taken_port}" in port and f"pid {os.getpid()}" in port
+    assert "vllm.port" in port
+    key_line = line_of(done.stdout, "key file")
+    assert key_line.startswith("FAIL") and "0644" in key_line and "chmod 600" in key_line
+    assert line_of(done.stdout, "vllm").startswith("ok")
+    assert done.stdout.strip().splitlines()[-1].startswith("3 problem(s) to fix")
+
+
+@pytest.mark.slow
+def test_good_setup_is_all_good(user_dirs: Path, test_model: Path) -> None:
+    done = run_doctor(f"model.path={test_model}", f"vllm.port={free_port()}",
+                      f"vllm.command={json.dumps(VLLM_SERVER)}")
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert line_of(done.stdout, "vllm").startswith("ok") and "vLLM 0." in done.stdout
+    assert line_of(done.stdout, "model").startswith("ok")
+    assert not [line for line in done.stdout.splitlines() if line.startswith(("FAIL", "warn"))], done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "all good"
+
+
+def test_bad_setting_and_missing_vllm_command_are_named(user_dirs: Path) -> None:
+    done = run_doctor("completion.maxTokens=0", 'vllm.command=["/nonexistent/vllm", "serve"]',
+                      "model.path=/nonexistent/model")
+    assert done.returncode == 1
+    assert "vllmGhost.completion.maxTokens" in line_of(done.stdout, "settings")
+    assert line_of(done.stdout, "vllm").startswith("FAIL") and "/nonexistent/vllm" in done.stdout
+
+
+def test_model_dir_without_weights_or_tokenizer(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    finding = doctor.check_model(str(tmp_path), {})
+    assert finding.level == "fail" and "weights" in finding.message and "tokenizer" in finding.message
+    assert "config.json" not in finding.message.split("lacks")[1].split("Fix")[0]
+
+
+def test_hub_id_not_downloaded_is_a_warning_offline_a_failure(tmp_path: Path) -> None:
+    env = {"HF_HUB_CACHE": str(tmp_path)}
+    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "warn"
+    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", {**env, "HF_HUB_OFFLINE": "1"}).level == "fail"
+    (tmp_path / "models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8" / "snapshots" / "abc").mkdir(parents=True)
+    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "ok"
+
+
+def test_interpreter_of_console_scripts(tmp_path: Path) -> None:
+    short = tmp_path / "vllm"
+    short.write_text(f"#!{sys.executable}\nimport sys\n")
+    long = tmp_path / "vllm-long"
+    long.write_text(f"#!/bin/sh\n'''exec' {sys.executable} \"$0\" \"$@\"\n' '''\n")
+    assert doctor.interpreter_of(str(short)) == sys.executable
+    assert doctor.interpreter_of(str(long)) == sys.executable
+    assert doctor.interpreter_of(sys.executable) == sys.executable
+
+
+def test_hidden_gpus_are_named() -> None:
+    finding = doctor.check_gpu(doctor.VllmProbe("0.11", "cuda", None), {"CUDA_VISIBLE_DEVICES": ""})
+    assert finding.level == "fail" and "CUDA_VISIBLE_DEVICES" in finding.message
+    assert doctor.check_gpu(doctor.VllmProbe("0.32", "cpu"), {}).level == "ok"

@@ -1,0 +1,182 @@
+"""First run without a server: the release VSIX (it carries the server's wheel) in code-server with no
+server configured and none on PATH. The extension offers the install; a broken wheel makes pip fail
+with a message carrying pip's last lines; Retry with the real wheel installs it into a venv in the
+extension's global storage, with pip's lines as progress; the server starts from that venv, reaches
+ready, shows the memorised ghost text, and starts from the venv again after Restart Server.
+
+What the test affords: the venv gets the language server alone (the "Language server only" choice,
+which a user with vLLM installed elsewhere or an external vLLM picks); vLLM itself is the project's
+.venv, through vllm.command (the tests' usual settings). The `[gpu]` choice adds vLLM and a CUDA
+PyTorch (gigabytes), which a test cannot download; tests/test_release.py checks that it resolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV, Release, example
+from tests.test_vscode_e2e import Tools, cursor_of, free_port, processes_with, tool_env, tools  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "vscode-first-run"
+SCRIPT = ROOT / "tests" / "vscode" / "first_run.mjs"
+EXAMPLE = "py_typed_char"
+FILE_NAME = "circle.py"
+
+pytestmark = [pytest.mark.vscode, pytest.mark.vllm]
+
+
+def path_without_vllm_ghost(path: str) -> str:
+    """PATH minus any directory holding a `vllm-ghost` (the project's .venv/bin when activated)."""
+    return os.pathsep.join(part for part in path.split(os.pathsep) if part and not (Path(part) / "vllm-ghost").exists())
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, test_model: Path,  # noqa: F811
+                                              tmp_path: Path) -> None:
+    version = json.loads((ROOT / "vscode-client" / "package.json").read_text())["version"]
+    vsix = release.dist / f"vllm-ghost-{version}.vsix"
+    names = ("home", "user-data", "extensions", "workspace")
+    home, user_data, extensions, workspace = (tmp_path / name for name in names)
+    for path in (home, user_data / "User", extensions, workspace):
+        path.mkdir(parents=True)
+    (tmp_path / "config.yaml").write_text("")
+    marker = f"VLLM_GHOST_E2E_{uuid.uuid4().hex}"
+    env = tool_env(tools, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                   XDG_DATA_HOME=str(home / ".local/share"), XDG_CACHE_HOME=str(home / ".cache"),
+                   XDG_STATE_HOME=str(home / ".local/state"), VLLM_GHOST_E2E_MARKER=marker)
+    env["PATH"] = path_without_vllm_ghost(env["PATH"])
+    env.pop("VSCODE_IPC_HOOK_CLI", None)
+    env.pop("VIRTUAL_ENV", None)
+    dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
+    installed = subprocess.run([tools.code_server, *dirs, "--install-extension", str(vsix), "--force"], env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    wheels = list(extensions.glob("vllm-ghost.vllm-ghost-*/server/vllm_ghost-*.whl"))
+    assert len(wheels) == 1, list(extensions.rglob("*"))[:20]
+
+    settings = {
+        "workbench.startupEditor": "none",
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+        "workbench.tips.enabled": False,
+        "chat.disableAIFeatures": True,
+        "telemetry.telemetryLevel": "off",
+        "update.mode": "none",
+        "extensions.ignoreRecommendations": True,
+        "extensions.autoCheckUpdates": False,
+        "extensions.autoUpdate": False,
+        "security.workspace.trust.enabled": False,
+        "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
+        "editor.suggestOnTriggerCharacters": False,
+        "editor.wordBasedSuggestions": "off",
+        "remote.autoForwardPorts": False,
+        # No vllmGhost.server.command: the first run finds no server.
+        "vllmGhost.model.path": str(test_model),
+        "vllmGhost.model.name": MODEL_NAME,
+        "vllmGhost.vllm.command": VLLM_COMMAND,
+        "vllmGhost.vllm.args": VLLM_ARGS,
+        "vllmGhost.vllm.env": VLLM_ENV,
+        # One slow start rather than a time-out and a restart when other jobs load the machine.
+        "vllmGhost.vllm.startupTimeoutS": 900,
+        "vllmGhost.vllm.idleGraceS": 30,  # Restart Server rejoins the running vLLM
+        "vllmGhost.completion.timeoutMs": 30000,
+    }
+    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+    case = example(EXAMPLE)
+    (workspace / FILE_NAME).write_text(case["prefix"][:-1] + case["suffix"], encoding="utf-8")
+
+    port = free_port()
+    log = tmp_path / "code-server.log"
+    process = subprocess.Popen(
+        [tools.code_server, "--config", str(tmp_path / "config.yaml"), "--bind-addr", f"127.0.0.1:{port}",
+         "--auth", "none", "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+         "--ignore-last-opened", *dirs, str(workspace)],
+        env=env, cwd=workspace, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"code-server exited: {log.read_text()[-3000:]}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "code-server did not answer /healthz within 60 s"
+            time.sleep(0.2)
+        line, column = cursor_of(case["prefix"][:-1])
+        config = {
+            "url": url, "folder": str(workspace), "fileName": FILE_NAME, "line": line, "column": column,
+            "typed": case["prefix"][-1], "expected": case["middle"], "wheel": str(wheels[0]),
+            "artifacts": str(ARTIFACTS), "readyTimeoutMs": 900_000, "ghostTimeoutMs": 60_000,
+            "installTimeoutMs": 300_000, "toolsDir": tools.tools_dir, "chromium": tools.chromium,
+        }
+        config_file = ARTIFACTS / "config.json"
+        config_file.write_text(json.dumps(config, indent=2))
+        run = subprocess.run([tools.node, str(SCRIPT), str(config_file)], capture_output=True, text=True,
+                             timeout=1800, env=tool_env(tools))
+        (ARTIFACTS / "first-run.log").write_text(run.stderr)
+        lines = run.stdout.strip().splitlines()
+        assert lines, f"no result from first_run.mjs (exit {run.returncode}): {run.stderr[-3000:]}"
+        result: dict[str, Any] = json.loads(lines[-1])
+        (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=2))
+        events = result["events"]
+        if "retry" in events and "ready" in events:
+            seconds = (events["ready"] - events["retry"]) / 1000
+            print(f"retry -> ready (pip install + server start + vLLM load): {seconds:.1f} s")
+        assert result["ok"], result.get("error", "") + "\n" + "\n".join(result["log"])
+    finally:
+        stop(process)
+        shutil.copy(log, ARTIFACTS / "code-server.log")
+        for extension_log in (user_data / "logs").rglob("*vLLM Ghost*.log"):
+            shutil.copy(extension_log, ARTIFACTS / "extension-output.log")
+
+    # The offer: one notification, the status bar in error meanwhile.
+    assert result["offerCount"] == 1 and "no language server found" in result["offer"], result["offer"]
+    assert "pip install vllm-ghost" in result["offer"]  # the manual way stays in the message
+    assert result["offerState"] == "vLLM Ghost: error"
+    # pip's failure on the broken wheel, with its own words.
+    assert "installing the server failed (pip install exited with" in result["failure"], result["failure"]
+    assert "vllm_ghost" in result["failure"] and "Retry" in result["failure"]
+    # Progress showed pip's lines; the venv is in the extension's global storage, marked installed.
+    assert any("Collecting" in text or "Processing" in text or "Installing" in text for text in result["progress"]), \
+        result["progress"]
+    venv = user_data / "User" / "globalStorage" / "vllm-ghost.vllm-ghost" / "server-venv"
+    installed_marker = json.loads((venv / "vllm-ghost-installed.json").read_text())
+    assert installed_marker["version"] == version and installed_marker["gpu"] is False
+    assert (venv / "bin" / "python").exists()
+    # The ghost text came from the installed server, which was started from the venv both times.
+    assert result["ghost"] == case["middle"]
+    output = (ARTIFACTS / "extension-output.log").read_text()
+    starts = [line for line in output.splitlines() if "starting the language server (installed)" in line]
+    assert len(starts) >= 2 and all(str(venv / "bin" / "python") in line for line in starts), starts
+
+    # Nothing outlives code-server (the language server, its vLLM, pip).
+    deadline = time.monotonic() + 60
+    left = processes_with(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = processes_with(marker)
+    assert not left, f"left running after code-server stopped: {left}"
