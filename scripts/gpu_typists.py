@@ -170,13 +170,14 @@ async def main_async(args: argparse.Namespace) -> int:
     state: dict[str, Any] = json.loads(args.state.read_text())
     os.environ.pop("VLLM_API_KEY", None)  # only the servers get it, by their environment
     source = args.file.read_text(encoding="utf-8")
-    results = {"settings": {k: str(v) for k, v in vars(args).items() if k != "state"}, "levels": []}
+    levels: list[dict[str, Any]] = []
     for users in args.users:
-        results["levels"].append(await level(users, state, args, source))
-        if args.out:
+        levels.append(await level(users, state, args, source))
+        if args.out:  # after each level: a call cut short keeps the levels it finished
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2))
-    print(table(results["levels"]))
+            settings = {k: str(v) for k, v in vars(args).items() if k != "state"}
+            args.out.write_text(json.dumps({"settings": settings, "levels": levels}, indent=2))
+    print(table(levels))
     return 0
 
 
