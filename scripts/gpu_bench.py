@@ -198,7 +198,17 @@ def direct(args: argparse.Namespace) -> int:
     results["startup_s"] = state["startup_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
     return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as a markdown table: p50 (min-max) over the repeats, in ms."""
+    lines = ["| figure | p50 ms (min-max, n) |", "|---|---|"]
+    for name, value in results.items():
+        if isinstance(value, dict) and "p50" in value:
+            lines.append(f"| {name} | {value['p50']:.1f} ({value['min']:.1f}-{value['max']:.1f}, {value['n']}) |")
+    return "\n".join(lines)
 
 
 def stop(args: argparse.Namespace) -> int:
