@@ -1,12 +1,15 @@
-"""GPU side of scripts/bench-gpu: a model dir with Qwen3-Coder-30B-A3B's shape (dummy weights), and
-direct figures from one vLLM: time to first token cold and cached for 2K/8K-token prompts, time per
-output token, and N concurrent streams (1, 4, 16, 64). Results go to --out as JSON plus vllm.log.
+"""GPU side of scripts/bench-gpu (issue 15): a model dir with Qwen3-Coder-30B-A3B's shape (dummy
+weights), one vLLM started in its own process session, and direct figures from it: time to first
+token cold and cached for 2K/8K-token prompts, time per output token, N concurrent streams.
+scripts/gpu_typists.py then replays typing through the language server against the same vLLM.
 
     python3 scripts/gpu_bench.py model-dir .gpu/model --tokenizer ../shared/models/small-coder
-    python3 scripts/gpu_bench.py run --model /tmp/g/model --out "$OUT" [--dtype bfloat16] [--quantization fp8]
+    python3 scripts/gpu_bench.py serve --model /tmp/g/model --state /tmp/g/vllm.json --log $OUT/vllm.log --gpu
+    python3 scripts/gpu_bench.py direct --state /tmp/g/vllm.json --out $OUT/direct.json
+    python3 scripts/gpu_bench.py stop --state /tmp/g/vllm.json
 
-Not yet run on a GPU (see the README's "On a GPU"); the pause-to-ghost replay through the language
-server (bench-typing) against this vLLM is the next step, not part of this file.
+The state file (url, process group, API key; mode 0600) lets a later device call use the vLLM an
+earlier one started: the device machine keeps a process that started its own session while warm.
 """
 
 from __future__ import annotations
@@ -27,17 +30,21 @@ from typing import Any
 
 import httpx
 
-# Qwen3-Coder-30B-A3B-Instruct's config.json (public), vocab cut to the carried tokenizer's.
+# Qwen3-Coder-30B-A3B-Instruct's config.json (as published), vocab cut to the carried tokenizer's: its
+# 151,936-row lm_head would read ~0.55 GB more per decoded token (about 0.1 ms at the H200's bandwidth).
+# intermediate_size is unused (every layer is MoE: decoder_sparse_step 1, no mlp_only_layers).
 QWEN3_CODER_30B_A3B: dict[str, Any] = {
     "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 2048,
-    "intermediate_size": 6144, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
+    "intermediate_size": 5472, "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4,
     "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768,
     "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True, "hidden_act": "silu",
-    "max_position_embeddings": 262144, "rope_theta": 10000000.0, "rms_norm_eps": 1e-6, "attention_bias": False,
-    "attention_dropout": 0.0, "tie_word_embeddings": False, "use_sliding_window": False, "sliding_window": None,
-    "output_router_logits": False, "router_aux_loss_coef": 0.001, "torch_dtype": "bfloat16", "use_cache": True,
-    "initializer_range": 0.02,
+    "max_position_embeddings": 262144, "max_window_layers": 28, "rope_theta": 10000000, "rope_scaling": None,
+    "rms_norm_eps": 1e-6, "attention_bias": False, "attention_dropout": 0.0, "qkv_bias": False,
+    "use_qk_norm": True, "shared_expert_intermediate_size": 0, "tie_word_embeddings": False,
+    "use_sliding_window": False, "sliding_window": None, "output_router_logits": False,
+    "router_aux_loss_coef": 0.0, "torch_dtype": "bfloat16", "use_cache": True, "initializer_range": 0.02,
 }
+SERVED_NAME = "bench"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 
 
@@ -58,26 +65,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_vllm(model: Path, out: Path, extra: list[str], key: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_vllm(model: Path, log_path: Path, extra: list[str], key: str, env: dict[str, str],
+               timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
+    """vLLM in its own process session: on the device machine it outlives the call that starts it
+    (the next call finds it by the state file), and its group can be stopped at once."""
     port = free_port()
-    env = {**os.environ, "VLLM_API_KEY": key, "VLLM_SERVER_DEV_MODE": "1"}  # key by environment, never argv
+    env = {**os.environ, **env, "VLLM_API_KEY": key, "VLLM_SERVER_DEV_MODE": "1"}  # key by environment, never argv
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-               "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port),
+               "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
                "--enable-prefix-caching", *extra]
-    log = (out / "vllm.log").open("wb")
+    print("vllm", " ".join(command[1:]), flush=True)
+    log = log_path.open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 480
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"vLLM exited with {process.returncode}; see {out / 'vllm.log'}")
+            raise SystemExit(f"vLLM exited with {process.returncode}; see {log_path}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return process, url
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise SystemExit("vLLM not ready in 480 s")
+    os.killpg(process.pid, 15)
+    raise SystemExit(f"vLLM not ready in {timeout_s:.0f} s; see {log_path}")
 
 
 async def stream(http: httpx.AsyncClient, url: str, key: str, prompt: list[int], max_tokens: int) -> dict[str, float]:
@@ -114,10 +126,12 @@ def summary(values: list[float]) -> dict[str, float]:
             "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
 
 
-async def bench(url: str, key: str, vocab: int, repeats: int, sizes: list[int], out: Path) -> dict[str, Any]:
+async def bench(url: str, key: str, vocab: int, repeats: int, sizes: list[int], users: list[int],
+                tpot_tokens: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(timeout=120) as http:
-        await stream(http, url, key, prompt_of(64, 0, vocab), 8)  # warm-up: first-call costs stay out
+    async with httpx.AsyncClient(timeout=300) as http:
+        for warm in range(3):  # first-call costs (compiled shapes, allocator growth) stay out of the figures
+            await stream(http, url, key, prompt_of(max(sizes), 90 + warm, vocab), 8)
         for size in sizes:
             cold, cached = [], []
             for repeat in range(repeats):
@@ -128,38 +142,82 @@ async def bench(url: str, key: str, vocab: int, repeats: int, sizes: list[int], 
                 cached.append((await stream(http, url, key, again, 1))["ttft_ms"])
             results[f"ttft_cold_{size}"] = summary(cold)
             results[f"ttft_cached_{size}"] = summary(cached)
-        tpot = [(await stream(http, url, key, prompt_of(2048, 50 + r, vocab), 128))["tpot_ms"] for r in range(repeats)]
-        results["tpot_2048_128"] = summary(tpot)
-        for users in (1, 4, 16, 64):
-            # N users at once, each a 2K-token prompt whose head is cached and 32 new tokens out: a team's pause.
-            rounds = []
+            print(f"ttft {size}: cold {results[f'ttft_cold_{size}']} cached {results[f'ttft_cached_{size}']}",
+                  flush=True)
+        tpot = [(await stream(http, url, key, prompt_of(2048, 50 + r, vocab), tpot_tokens))["tpot_ms"]
+                for r in range(repeats)]
+        results[f"tpot_2048_{tpot_tokens}"] = summary(tpot)
+        print(f"tpot: {results[f'tpot_2048_{tpot_tokens}']}", flush=True)
+        for count in users:
+            # N requests at once, each a 2K-token prompt whose head is cached and 32 new tokens out: a team's pause.
+            first, total = [], []
+            heads = [prompt_of(2048, 9000 + u, vocab)[:-64] for u in range(count)]
+            await asyncio.gather(*(stream(http, url, key, head, 1) for head in heads))  # cache the heads
             for repeat in range(repeats):
-                prompts = [prompt_of(2048, 9000 + u, vocab)[:-64] + prompt_of(64, repeat * 100 + u, vocab)
-                           for u in range(users)]
+                prompts = [head + prompt_of(64, repeat * 100 + u, vocab) for u, head in enumerate(heads)]
                 got = await asyncio.gather(*(stream(http, url, key, p, 32) for p in prompts))
-                rounds += [g["total_ms"] for g in got]
-            results[f"concurrent_{users}_total_ms"] = summary(rounds)
-        (out / "gpu_bench.json").write_text(json.dumps(results, indent=2))
+                first += [g["ttft_ms"] for g in got]
+                total += [g["total_ms"] for g in got]
+            results[f"concurrent_{count}_ttft_ms"] = summary(first)
+            results[f"concurrent_{count}_total_ms"] = summary(total)
+            print(f"concurrent {count}: ttft {summary(first)} total {summary(total)}", flush=True)
     return results
 
 
-def run(args: argparse.Namespace) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
+# --- commands -------------------------------------------------------------------------------
+def serve(args: argparse.Namespace) -> int:
     key = secrets.token_urlsafe(16)
-    gpu = ["--load-format", "dummy", "--attention-backend", "TRITON_ATTN"] if args.gpu else []
+    gpu = ["--load-format", "dummy", "--attention-backend", args.attention_backend] if args.gpu else []
     quantization = ["--quantization", args.quantization] if args.quantization else []
-    extra = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len), *gpu, *quantization, *args.vllm_arg]
+    extra = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len), *gpu, *quantization,
+             *args.vllm_arg]
+    env = dict(item.split("=", 1) for item in args.env)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    process, url = start_vllm(args.model, args.out, extra, key)
+    process, url = start_vllm(args.model, args.log, extra, key, env, args.timeout)
     startup = time.monotonic() - started
-    try:
-        vocab = int(json.loads((args.model / "config.json").read_text())["vocab_size"])
-        results = asyncio.run(bench(url, key, vocab, args.repeats, args.sizes, args.out))
-    finally:
-        os.killpg(process.pid, 15)
-    results["startup_s"] = startup
+    args.state.parent.mkdir(parents=True, exist_ok=True)
+    args.state.touch(mode=0o600)
+    args.state.write_text(json.dumps({"url": url, "pgid": process.pid, "key": key, "model": str(args.model),
+                                      "args": extra, "startup_s": round(startup, 1)}))
+    print(f"vLLM ready at {url} after {startup:.1f} s", flush=True)
+    return 0
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def direct(args: argparse.Namespace) -> int:
+    state = load_state(args.state)
+    vocab = int(json.loads((Path(state["model"]) / "config.json").read_text())["vocab_size"])
+    results = asyncio.run(bench(state["url"], state["key"], vocab, args.repeats, args.sizes, args.users,
+                                args.tpot_tokens))
+    results["vllm_args"] = state["args"]
+    results["startup_s"] = state["startup_s"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as a markdown table: p50 (min-max) over the repeats, in ms."""
+    lines = ["| figure | p50 ms (min-max, n) |", "|---|---|"]
     for name, value in results.items():
-        print(name, json.dumps(value))
+        if isinstance(value, dict) and "p50" in value:
+            lines.append(f"| {name} | {value['p50']:.1f} ({value['min']:.1f}-{value['max']:.1f}, {value['n']}) |")
+    return "\n".join(lines)
+
+
+def stop(args: argparse.Namespace) -> int:
+    state = load_state(args.state)
+    try:
+        os.killpg(int(state["pgid"]), 15)
+    except ProcessLookupError:
+        pass
+    args.state.unlink()
     return 0
 
 
@@ -169,21 +227,32 @@ def main() -> int:
     make = sub.add_parser("model-dir")
     make.add_argument("target", type=Path)
     make.add_argument("--tokenizer", type=Path, required=True)
-    go = sub.add_parser("run")
-    go.add_argument("--model", type=Path, required=True)
-    go.add_argument("--out", type=Path, required=True)
-    go.add_argument("--dtype", default="bfloat16")
-    go.add_argument("--quantization", default="")
+    up = sub.add_parser("serve", help="start vLLM in its own session and write the state file")
+    up.add_argument("--model", type=Path, required=True)
+    up.add_argument("--state", type=Path, required=True)
+    up.add_argument("--log", type=Path, required=True, help="vLLM's output")
+    up.add_argument("--dtype", default="bfloat16")
+    up.add_argument("--quantization", default="")
+    up.add_argument("--max-model-len", type=int, default=16384)
+    up.add_argument("--attention-backend", default="TRITON_ATTN")
+    up.add_argument("--gpu", action="store_true", help="dummy weights and --attention-backend (the H200 run)")
+    up.add_argument("--vllm-arg", action="append", default=[], help="more vLLM arguments, one per flag")
+    up.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="vLLM's environment")
+    up.add_argument("--timeout", type=float, default=480.0)
+    go = sub.add_parser("direct", help="TTFT, TPOT and concurrent streams against the served vLLM")
+    go.add_argument("--state", type=Path, required=True)
+    go.add_argument("--out", type=Path, required=True, help="JSON results")
     go.add_argument("--repeats", type=int, default=5)
-    go.add_argument("--max-model-len", type=int, default=16384)
     go.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192], help="prompt tokens for the TTFT rows")
-    go.add_argument("--vllm-arg", action="append", default=[], help="more vLLM arguments, one per flag")
-    go.add_argument("--gpu", action="store_true", help="dummy weights and TRITON_ATTN (the H200 run)")
+    go.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent streams")
+    go.add_argument("--tpot-tokens", type=int, default=128)
+    end = sub.add_parser("stop", help="stop the served vLLM")
+    end.add_argument("--state", type=Path, required=True)
     args = parser.parse_args()
     if args.what == "model-dir":
         model_dir(args.target, args.tokenizer)
         return 0
-    return run(args)
+    return {"serve": serve, "direct": direct, "stop": stop}[args.what](args)
 
 
 if __name__ == "__main__":

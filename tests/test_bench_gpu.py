@@ -1,0 +1,56 @@
+"""The GPU benchmark's parts on the CPU: the model dir has Qwen3-Coder-30B-A3B's shape, and the
+typists replay (scripts/gpu_typists.py) drives real language servers against a real vLLM and
+reports what each level of typists saw and cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODEL_NAME, VllmServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
+
+
+def test_model_dir_has_the_30b_a3b_shape_and_the_tokenizers_vocab(tmp_path: Path, test_model: Path) -> None:
+    target = tmp_path / "model"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_bench.py"), "model-dir", str(target),
+                    "--tokenizer", str(test_model)], check=True, timeout=60)
+    config = json.loads((target / "config.json").read_text())
+    shape = {key: config[key] for key in ("architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                                          "num_key_value_heads", "head_dim", "num_experts", "num_experts_per_tok",
+                                          "moe_intermediate_size")}
+    assert shape == {"architectures": ["Qwen3MoeForCausalLM"], "num_hidden_layers": 48, "hidden_size": 2048,
+                     "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128,
+                     "num_experts_per_tok": 8, "moe_intermediate_size": 768}
+    assert config["vocab_size"] == json.loads((test_model / "config.json").read_text())["vocab_size"]
+    assert (target / "tokenizer.json").is_file()
+    assert not list(target.glob("*.safetensors"))  # timing needs no weights: --load-format dummy
+
+
+@pytest.mark.vllm
+def test_typists_replay_through_real_servers(external_vllm: VllmServer, test_model: Path, tmp_path: Path) -> None:
+    state = tmp_path / "vllm.json"
+    state.write_text(json.dumps({"url": external_vllm.url, "key": external_vllm.api_key, "model": str(test_model),
+                                 "name": MODEL_NAME}))
+    out = tmp_path / "typists.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_typists.py"), "--state", str(state), "--users", "1", "2",
+         "--regions", "1", "--lines", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert external_vllm.api_key not in result.stdout + result.stderr + out.read_text()
+    levels = json.loads(out.read_text())["levels"]
+    assert [level["users"] for level in levels] == [1, 2]
+    for level in levels:
+        assert level["failed"] == []
+        # every typist's region-end pause is answered, and the servers timed those completions
+        assert level["pause_latency_ms"]["n"] >= level["users"]
+        assert level["server_ms"]["total"]["n"] >= level["users"]
+        assert level["vllm"]["requests"] >= level["users"] and level["vllm"]["prompt_tokens"] > 0
+    assert "| 2 |" in result.stdout  # the table
