@@ -98,7 +98,8 @@ class Typist:
         if ready["state"] != "ready":
             self.error = str(ready.get("message"))
             return
-        await typing_bench.warm_up(self.client, self.trace[0])  # the tokenizer loads on the first request
+        # The tokenizer loads on the first request; the typist's documents live under /typist/N.
+        await typing_bench.warm_up(self.client, self.trace[0], Path(f"/typist/{self.index}"))
         await typing_bench.status(self.client, "resetTimings")
         self.client.stderr.clear()
 

@@ -44,7 +44,9 @@ async def test_a_threshold_above_the_models_confidence_shows_nothing_and_status_
     client = GhostClient()
     await client.launch()
     try:
-        await client.open_session(options(small_coder, 0.0))
+        # A threshold nothing real falls below: the gate is on, so the server asks for logprobs
+        # (at 0 it asks for none and has no confidence to report), and the answer shows.
+        await client.open_session(options(small_coder, 1e-12))
         assert (await client.wait_status("ready", "error", timeout=60))["state"] == "ready"
         text = PREFIX + SUFFIX
         uri = client.open(text)

@@ -54,8 +54,8 @@ class BackendClient:
     async def stream(self, request: PromptRequest) -> AsyncIterator[Delta]:
         """Yield the answer's pieces with their tokens' log probabilities and, on the last,
         the finish reason; closing the generator closes the HTTP stream. The log probability
-        of the chosen token comes with the answer (confidence.py scores it); vLLM computes
-        it from logits it has anyway."""
+        of the chosen token comes with the answer when the body asks for it (`logprobs`, set
+        by the prompt stage when the confidence gate is on; confidence.py scores it)."""
         body = dict(request.body)
         if self.stop_token_ids:
             body["stop_token_ids"] = self.stop_token_ids
@@ -69,7 +69,7 @@ class BackendClient:
             if request.endpoint == "chat":
                 messages = body.pop("messages")
                 chat = await self._openai.chat.completions.create(
-                    model=self.endpoint.model, messages=messages, stream=True, logprobs=True,
+                    model=self.endpoint.model, messages=messages, stream=True,
                     extra_body=body, **common,
                 )
                 async with chat:
@@ -79,7 +79,7 @@ class BackendClient:
             else:
                 prompt = body.pop("prompt")
                 plain = await self._openai.completions.create(
-                    model=self.endpoint.model, prompt=prompt, stream=True, logprobs=0,
+                    model=self.endpoint.model, prompt=prompt, stream=True,
                     extra_body=body, **common,
                 )
                 async with plain:

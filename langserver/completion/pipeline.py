@@ -84,7 +84,8 @@ def make_policy(request: Request, settings: Settings) -> Policy:
 
 def make_prompt(context: Context, settings: Settings) -> PromptRequest:
     sampling = Sampling(max_tokens=settings.completion.max_tokens,
-                        temperature=settings.completion.temperature)
+                        temperature=settings.completion.temperature,
+                        logprobs=settings.completion.min_confidence > 0)
     return build_prompt(context, settings.model.prompt_format, sampling)
 
 

