@@ -18,7 +18,8 @@ Splits and cuts (the editor holds the document without the middle):
   missing line; `mid-line` = cursor at a word boundary inside it (seeded), the
   typed part in the prefix.
 - HumanEval multi-line (a seeded sample of MULTI_SAMPLE): `line`.
-- HumanEval random-span (all, when the data holds it): the data's own cut.
+- HumanEval random-span (all, when the data holds it): the data's own cut. Without
+  the file, `own-span`: spans of our own drawn the same way (own_span_cases).
 - repo: lines at random (seeded) from installed sources of REPO_PACKAGES, `line`
   and `mid-line` as above. No tests exist: exact match and edit similarity only.
 """
@@ -70,6 +71,7 @@ SPLIT_FILES = {
     "random-span": "HumanEval-RandomSpanInfilling.jsonl.gz",
 }
 MULTI_SAMPLE = 1000
+SPANS_PER_PROBLEM = 10  # as in the official random-span split: 164 problems, 1,640 tasks
 REPO_PACKAGES = ("pygls", "lsprotocol", "httpx", "tenacity", "openai")
 REPO_LINES = 500  # per cut
 SEED = 13
@@ -162,6 +164,11 @@ def humaneval_cases(data: Path, limit: int | None) -> tuple[list[Case], list[str
         path = data / name
         if not path.is_file():
             notes.append(f"{split}: {path.name} is not in {data}; split skipped")
+            if split == "random-span":
+                spans = own_span_cases(data, limit)
+                notes.append(f"own-span: {len(spans)} random spans of our own instead ({SPANS_PER_PROBLEM} per "
+                             f"problem, seed {SEED})")
+                cases += spans
             continue
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
@@ -181,6 +188,35 @@ def humaneval_cases(data: Path, limit: int | None) -> tuple[list[Case], list[str
                 if cut is not None:
                     cases.append(cut)
     return cases, notes
+
+
+def own_span_cases(data: Path, limit: int | None) -> list[Case]:
+    """Random spans of our own when the official random-span file is absent, made the way it
+    was (Bavarian et al. 2022): per HumanEval problem, SPANS_PER_PROBLEM character spans
+    drawn uniformly in the canonical solution; the cursor at the span's start, wherever that
+    falls (mid-word too), the rest of the program after the span as the suffix."""
+    with gzip.open(data / SPLIT_FILES["single-line"], "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:  # the problem's first line task: its prompt is the signature and docstring
+        problem = row["task_id"].rsplit("/", 1)[0].split("/", 1)[1]
+        if problem not in first or len(row["prompt"]) < len(first[problem]["prompt"]):
+            first[problem] = row
+    cases: list[Case] = []
+    for problem, row in first.items():
+        body = (row["canonical_solution"] + row["suffix"]).rstrip()
+        rng = random.Random(f"{SEED}:{problem}")
+        drawn = 0
+        while drawn < SPANS_PER_PROBLEM:
+            start, end = sorted(rng.sample(range(len(body) + 1), 2))
+            if not body[start:end].strip():
+                continue
+            cases.append(Case("own-span", "span", f"OwnSpan/{problem}/{drawn}", row["prompt"] + body[:start],
+                              body[start:end], body[end:] + "\n", row["test"], row["entry_point"]))
+            drawn += 1
+    if limit:
+        cases = cases[:: max(1, len(cases) // limit)][:limit]
+    return cases
 
 
 def package_sources() -> list[Path]:
@@ -518,7 +554,7 @@ def iter_groups(results: list[dict[str, Any]]) -> Iterator[tuple[tuple[str, str,
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for result in results:
         groups[(result["split"], result["cut"], result["format"])].append(result)
-    order = {name: index for index, name in enumerate([*SPLIT_FILES, "repo"])}
+    order = {name: index for index, name in enumerate([*SPLIT_FILES, "own-span", "repo"])}
     yield from sorted(groups.items(), key=lambda item: (item[0][2], order.get(item[0][0], 9), item[0][1]))
 
 

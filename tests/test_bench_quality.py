@@ -31,3 +31,23 @@ def test_bench_quality_subset_meets_the_targets() -> None:
     assert min(recovered) >= 95.0, output
     assert "targets (damage 0, every mode >= 95% recovered on both splits and cuts): met" in output
     assert result.returncode == 0
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="HumanEval-infilling data not beside the repository")
+def test_own_random_spans_stand_in_for_the_missing_official_file() -> None:
+    """Without HumanEval-RandomSpanInfilling the model bench draws its own spans: 10 per
+    problem, the same on every run, each a cut of the whole canonical program whose
+    canonical span passes the problem's tests (so a failure is the model's, not the cut's)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import quality_model
+
+    if (DATA / quality_model.SPLIT_FILES["random-span"]).is_file():
+        pytest.skip("the official random-span file is there: the bench uses it")
+    cases, notes = quality_model.humaneval_cases(DATA, None)
+    spans = [case for case in cases if case.split == "own-span"]
+    assert len(spans) == 1640 and any(note.startswith("own-span: 1640") for note in notes)
+    assert spans == [case for case in quality_model.humaneval_cases(DATA, None)[0] if case.split == "own-span"]
+    assert all(case.middle.strip() and case.cut == "span" for case in spans)
+    for case in spans[::164]:
+        assert quality_model.Judge(case).passes(case.middle, 0), case.task_id
+        assert not quality_model.Judge(case).passes("", 0), case.task_id
