@@ -23,52 +23,35 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV, example
+from tests.conftest import MODEL_NAME, example
+from tests.vscode_harness import (
+    Tools,
+    cursor_of,
+    free_port,
+    ghost_settings,
+    new_profile,
+    processes_with,
+    start_code_server,
+    stop,
+    tool_env,
+    tools_fixture,  # noqa: F401  (the fixture `tools`)
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_FILE = ROOT / ".cache" / "vscode-test" / "env.json"
 ARTIFACTS = ROOT / "test-artifacts" / "vscode"
 E2E_SCRIPT = ROOT / "tests" / "vscode" / "e2e.mjs"
 EXAMPLE = "py_typed_char"
 FILE_NAME = "circle.py"
 
 pytestmark = [pytest.mark.vscode, pytest.mark.vllm]
-
-
-@dataclass
-class Tools:
-    node: str
-    node_bin: str
-    code_server: str
-    tools_dir: str
-    chromium: str
-
-
-@pytest.fixture(scope="module")
-def tools() -> Tools:
-    if not ENV_FILE.is_file():
-        pytest.fail(f"{ENV_FILE} is missing: run scripts/setup-vscode-test (scripts/test does)")
-    env = json.loads(ENV_FILE.read_text())
-    for key in ("node", "codeServer", "chromium"):
-        if not Path(env[key]).exists():
-            pytest.fail(f"{env[key]} is missing: run scripts/setup-vscode-test again")
-    return Tools(env["node"], env["nodeBin"], env["codeServer"], env["toolsDir"], env["chromium"])
-
-
-def tool_env(tools: Tools, **extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env["PATH"] = tools.node_bin + os.pathsep + env.get("PATH", "")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -82,27 +65,6 @@ def vsix(tools: Tools) -> Path:
     return path
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids whose environment carries `marker` (everything started under this code-server)."""
-    found = []
-    needle = marker.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-    return found
-
-
 def yaml_entry(path: Path) -> dict[str, Any]:
     """Our model entry from Continue's config.yaml (a plain structure: the extension writes it)."""
     config = yaml.safe_load(path.read_text())
@@ -110,12 +72,6 @@ def yaml_entry(path: Path) -> dict[str, Any]:
     assert len(entries) == 1, config
     entry: dict[str, Any] = entries[0]
     return entry
-
-
-def cursor_of(text: str) -> tuple[int, int]:
-    """1-based line and column (UTF-16 code units, as VS Code counts) of the end of `text`."""
-    lines = text.split("\n")
-    return len(lines), len(lines[-1].encode("utf-16-le")) // 2 + 1
 
 
 @dataclass
@@ -134,95 +90,28 @@ class CodeServer:
 @pytest.fixture(scope="module")
 def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[CodeServer]:
-    base = tmp_path_factory.mktemp("vscode")
-    home, user_data, extensions, workspace = (base / name for name in ("home", "user-data", "extensions", "workspace"))
-    for path in (home, user_data / "User", extensions, workspace):
-        path.mkdir(parents=True)
-    config = base / "config.yaml"
-    config.write_text("")
-    marker = f"VLLM_GHOST_E2E_{uuid.uuid4().hex}"
-    # code-server, VS Code and Chromium write into HOME and XDG_*: keep them in the temp dir.
-    env = tool_env(tools, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-                   XDG_DATA_HOME=str(home / ".local/share"), XDG_CACHE_HOME=str(home / ".cache"),
-                   XDG_STATE_HOME=str(home / ".local/state"), VLLM_GHOST_E2E_MARKER=marker)
-    env.pop("VSCODE_IPC_HOOK_CLI", None)
-    dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
-    installed = subprocess.run([tools.code_server, *dirs, "--install-extension", str(vsix), "--force"], env=env,
-                               capture_output=True, text=True, timeout=120)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
+    profile = new_profile(tmp_path_factory.mktemp("vscode"), tools)
+    profile.install(tools, vsix)
+    # Fixed, as Continue needs it (Configure Continue offers 30000 otherwise, which may be taken here).
     vllm_port = free_port()
-    settings = {
-        "workbench.startupEditor": "none",
-        "workbench.secondarySideBar.defaultVisibility": "hidden",
-        "workbench.tips.enabled": False,
-        "chat.disableAIFeatures": True,
-        "telemetry.telemetryLevel": "off",
-        "update.mode": "none",
-        "extensions.ignoreRecommendations": True,
-        "extensions.autoCheckUpdates": False,
-        "extensions.autoUpdate": False,
-        "security.workspace.trust.enabled": False,
-        "files.autoSave": "off",
-        # the word-suggest widget would compete with the ghost text for Tab
-        "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
-        "editor.suggestOnTriggerCharacters": False,
-        "editor.wordBasedSuggestions": "off",
-        "editor.inlineSuggest.enabled": True,
-        "remote.autoForwardPorts": False,
-        "vllmGhost.model.path": str(test_model),
-        "vllmGhost.model.name": MODEL_NAME,
-        "vllmGhost.vllm.command": VLLM_COMMAND,
-        "vllmGhost.vllm.args": VLLM_ARGS,
-        "vllmGhost.vllm.env": VLLM_ENV,
-        "vllmGhost.vllm.startupTimeoutS": 300,
-        # Fixed, as Continue needs it (Configure Continue offers 30000 otherwise, which may be taken here).
-        "vllmGhost.vllm.port": vllm_port,
-        "vllmGhost.completion.timeoutMs": 30000,
-        "vllmGhost.completion.minConfidence": 0,  # the tiny model is no code model (tests/conftest.py)
-    }
-    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+    profile.write_settings(ghost_settings(test_model, **{"vllmGhost.vllm.port": vllm_port}))
     # vllmGhost.server.command is machine-overridable: in a remote window (code-server is one) it
     # comes from the remote machine's settings, not the user's.
-    settings_file = user_data / "Machine" / "settings.json"
+    settings_file = profile.user_data / "Machine" / "settings.json"
     settings_file.parent.mkdir(exist_ok=True)
     settings_file.write_text(json.dumps({"vllmGhost.server.command": [sys.executable, "-m", "langserver"]}, indent=2))
     case = example(EXAMPLE)
-    (workspace / FILE_NAME).write_text(case["prefix"][:-1] + case["suffix"], encoding="utf-8")
+    (profile.workspace / FILE_NAME).write_text(case["prefix"][:-1] + case["suffix"], encoding="utf-8")
 
-    port = free_port()
-    log = base / "code-server.log"
+    log = profile.base / "code-server.log"
     started = time.time()
-    process = subprocess.Popen(
-        [tools.code_server, "--config", str(config), "--bind-addr", f"127.0.0.1:{port}", "--auth", "none",
-         "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--ignore-last-opened",
-         *dirs, str(workspace)],
-        env=env, cwd=workspace, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    server = CodeServer(url, started, process, settings_file, workspace, marker, log, home, vllm_port)
+    process, url = start_code_server(tools, profile, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"code-server exited: {log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "code-server did not answer /healthz within 60 s"
-            time.sleep(0.2)
-        yield server
+        yield CodeServer(url, started, process, settings_file, profile.workspace, profile.marker, log, profile.home,
+                         vllm_port)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "code-server.log")
-        for extension_log in (user_data / "logs").rglob("*vLLM Ghost*.log"):
-            shutil.copy(extension_log, ARTIFACTS / "extension-output.log")
+        stop(process)
+        profile.keep_logs(log, ARTIFACTS)
 
 
 def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: Tools) -> None:

@@ -12,22 +12,27 @@ PyTorch (gigabytes), which a test cannot download; tests/test_release.py checks 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV, Release, example
-from tests.test_vscode_e2e import Tools, cursor_of, free_port, processes_with, tool_env, tools  # noqa: F401
+from tests.conftest import Release, example
+from tests.vscode_harness import (
+    Tools,
+    cursor_of,
+    ghost_settings,
+    new_profile,
+    processes_with,
+    start_code_server,
+    stop,
+    tool_env,
+    tools_fixture,  # noqa: F401  (the fixture `tools`)
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "vscode-first-run"
@@ -43,89 +48,31 @@ def path_without_vllm_ghost(path: str) -> str:
     return os.pathsep.join(part for part in path.split(os.pathsep) if part and not (Path(part) / "vllm-ghost").exists())
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
-
-
-def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, test_model: Path,  # noqa: F811
+def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, test_model: Path,
                                               tmp_path: Path) -> None:
     version = json.loads((ROOT / "vscode-client" / "package.json").read_text())["version"]
     vsix = release.dist / f"vllm-ghost-{version}.vsix"
-    names = ("home", "user-data", "extensions", "workspace")
-    home, user_data, extensions, workspace = (tmp_path / name for name in names)
-    for path in (home, user_data / "User", extensions, workspace):
-        path.mkdir(parents=True)
-    (tmp_path / "config.yaml").write_text("")
-    marker = f"VLLM_GHOST_E2E_{uuid.uuid4().hex}"
-    env = tool_env(tools, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-                   XDG_DATA_HOME=str(home / ".local/share"), XDG_CACHE_HOME=str(home / ".cache"),
-                   XDG_STATE_HOME=str(home / ".local/state"), VLLM_GHOST_E2E_MARKER=marker)
-    env["PATH"] = path_without_vllm_ghost(env["PATH"])
-    env.pop("VSCODE_IPC_HOOK_CLI", None)
-    env.pop("VIRTUAL_ENV", None)
-    dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
-    installed = subprocess.run([tools.code_server, *dirs, "--install-extension", str(vsix), "--force"], env=env,
-                               capture_output=True, text=True, timeout=120)
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    wheels = list(extensions.glob("vllm-ghost.vllm-ghost-*/server/vllm_ghost-*.whl"))
-    assert len(wheels) == 1, list(extensions.rglob("*"))[:20]
+    profile = new_profile(tmp_path, tools)
+    profile.env["PATH"] = path_without_vllm_ghost(profile.env["PATH"])
+    profile.env.pop("VIRTUAL_ENV", None)
+    profile.install(tools, vsix)
+    user_data, workspace = profile.user_data, profile.workspace
+    wheels = list(profile.extensions.glob("vllm-ghost.vllm-ghost-*/server/vllm_ghost-*.whl"))
+    assert len(wheels) == 1, list(profile.extensions.rglob("*"))[:20]
 
-    settings = {
-        "workbench.startupEditor": "none",
-        "workbench.secondarySideBar.defaultVisibility": "hidden",
-        "workbench.tips.enabled": False,
-        "chat.disableAIFeatures": True,
-        "telemetry.telemetryLevel": "off",
-        "update.mode": "none",
-        "extensions.ignoreRecommendations": True,
-        "extensions.autoCheckUpdates": False,
-        "extensions.autoUpdate": False,
-        "security.workspace.trust.enabled": False,
-        "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
-        "editor.suggestOnTriggerCharacters": False,
-        "editor.wordBasedSuggestions": "off",
-        "remote.autoForwardPorts": False,
-        # No vllmGhost.server.command: the first run finds no server.
-        "vllmGhost.model.path": str(test_model),
-        "vllmGhost.model.name": MODEL_NAME,
-        "vllmGhost.vllm.command": VLLM_COMMAND,
-        "vllmGhost.vllm.args": VLLM_ARGS,
-        "vllmGhost.vllm.env": VLLM_ENV,
+    # No vllmGhost.server.command: the first run finds no server.
+    profile.write_settings(ghost_settings(
+        test_model,
         # One slow start rather than a time-out and a restart when other jobs load the machine.
-        "vllmGhost.vllm.startupTimeoutS": 900,
-        "vllmGhost.vllm.idleGraceS": 30,  # Restart Server rejoins the running vLLM
-        "vllmGhost.completion.timeoutMs": 30000,
-    }
-    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+        **{"vllmGhost.vllm.startupTimeoutS": 900,
+           "vllmGhost.vllm.idleGraceS": 30}))  # Restart Server rejoins the running vLLM
     case = example(EXAMPLE)
     (workspace / FILE_NAME).write_text(case["prefix"][:-1] + case["suffix"], encoding="utf-8")
 
-    port = free_port()
     log = tmp_path / "code-server.log"
-    process = subprocess.Popen(
-        [tools.code_server, "--config", str(tmp_path / "config.yaml"), "--bind-addr", f"127.0.0.1:{port}",
-         "--auth", "none", "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-         "--ignore-last-opened", *dirs, str(workspace)],
-        env=env, cwd=workspace, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    process, url = start_code_server(tools, profile, log)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"code-server exited: {log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "code-server did not answer /healthz within 60 s"
-            time.sleep(0.2)
         line, column = cursor_of(case["prefix"][:-1])
         config = {
             "url": url, "folder": str(workspace), "fileName": FILE_NAME, "line": line, "column": column,
@@ -149,9 +96,7 @@ def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, t
         assert result["ok"], result.get("error", "") + "\n" + "\n".join(result["log"])
     finally:
         stop(process)
-        shutil.copy(log, ARTIFACTS / "code-server.log")
-        for extension_log in (user_data / "logs").rglob("*vLLM Ghost*.log"):
-            shutil.copy(extension_log, ARTIFACTS / "extension-output.log")
+        profile.keep_logs(log, ARTIFACTS)
 
     # The offer: one notification, the status bar in error meanwhile.
     assert result["offerCount"] == 1 and "no language server found" in result["offer"], result["offer"]
@@ -175,8 +120,8 @@ def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, t
 
     # Nothing outlives code-server (the language server, its vLLM, pip).
     deadline = time.monotonic() + 60
-    left = processes_with(marker)
+    left = processes_with(profile.marker)
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
-        left = processes_with(marker)
+        left = processes_with(profile.marker)
     assert not left, f"left running after code-server stopped: {left}"
