@@ -191,10 +191,11 @@ def humaneval_cases(data: Path, limit: int | None) -> tuple[list[Case], list[str
 
 
 def own_span_cases(data: Path, limit: int | None) -> list[Case]:
-    """Random spans of our own when the official random-span file is absent, made the way it
-    was (Bavarian et al. 2022): per HumanEval problem, SPANS_PER_PROBLEM character spans
-    drawn uniformly in the canonical solution; the cursor at the span's start, wherever that
-    falls (mid-word too), the rest of the program after the span as the suffix."""
+    """Random spans of our own when the official random-span file is absent, in its spirit
+    (Bavarian et al. 2022: a random character span of the canonical solution) though not
+    its exact draw: per HumanEval problem, SPANS_PER_PROBLEM spans between two uniform
+    points of the canonical solution; the cursor at the span's start, wherever that falls
+    (mid-word too), the rest of the program after the span as the suffix."""
     with gzip.open(data / SPLIT_FILES["single-line"], "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     first: dict[str, dict[str, Any]] = {}
