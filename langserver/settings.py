@@ -47,9 +47,13 @@ DEFAULT_VLLM_ARGS: tuple[str, ...] = (
 )
 
 
+# Resolved at launch (backend/vllm.py resolve_command): on PATH, beside this Python, or its module.
+DEFAULT_COMMAND: tuple[str, ...] = ("vllm", "serve")
+
+
 @dataclass(frozen=True)
 class VllmSettings:
-    command: tuple[str, ...] = ("vllm", "serve")
+    command: tuple[str, ...] = DEFAULT_COMMAND
     args: tuple[str, ...] = DEFAULT_VLLM_ARGS
     env: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"

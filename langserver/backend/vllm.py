@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -33,7 +34,7 @@ from langserver.backend.client import Endpoint
 from langserver.backend.guardian import group_alive
 from langserver.backend.shared import Member, Registry, SharedState
 from langserver.backend.status import Status
-from langserver.settings import Settings
+from langserver.settings import DEFAULT_COMMAND, Settings
 
 TAIL_LINES = 100  # Tabby keeps the last 100 lines of llama-server's output
 # The root cause of a failed start can sit above a long traceback: diagnose from more lines.
@@ -164,8 +165,9 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     # too, so that config stays valid across restarts. Otherwise a new key per launch.
     key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
     args, _ = strip_secret_flags(vllm.args)
+    env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
     argv = [
-        *vllm.command,
+        *resolve_command(vllm.command, env),
         # --model, not the positional tag: `python -m vllm.entrypoints.openai.api_server`
         # ignores the positional and would fetch its default model from the hub.
         "--model", settings.model.path,
@@ -174,10 +176,24 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
         "--port", str(port),
         *args,
     ]
-    env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
     if missing_compiler(env):
         env["TORCHDYNAMO_DISABLE"] = "1"
     return Launch(argv=argv, env=env, host=vllm.host, port=port, api_key=key)
+
+
+def resolve_command(command: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
+    """The default `vllm serve` as a user's install has it. `vllm` on PATH when it is there; else the
+    `vllm` beside this Python (a virtualenv the editor started us from without activating it, so
+    its bin/ is not on PATH); else this Python's own vLLM module (an install without console
+    scripts: pip --target, a zipapp). Any other command is the user's and runs as given."""
+    if tuple(command) != DEFAULT_COMMAND or shutil.which(command[0], path=env.get("PATH")):
+        return list(command)
+    beside = Path(sys.executable).parent / command[0]
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *command[1:]]
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
+    return list(command)
 
 
 def missing_compiler(env: Mapping[str, str]) -> str | None:

@@ -1,0 +1,52 @@
+"""The default `vllm serve` resolves the way a user's install needs it (issue 25): an editor starts the
+server from a virtualenv's Python without activating it, and the device machine's vLLM has no
+console script at all; both must still start vLLM."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from langserver.backend.vllm import build_launch, resolve_command
+from langserver.settings import DEFAULT_COMMAND, Settings, VllmSettings
+
+
+def executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_a_command_the_user_set_runs_as_given(tmp_path: Path) -> None:
+    command = ("python", "-m", "vllm.entrypoints.openai.api_server")
+    assert resolve_command(command, {"PATH": str(tmp_path)}) == list(command)
+
+
+def test_vllm_on_path_is_used_by_name(tmp_path: Path) -> None:
+    executable(tmp_path / "bin" / "vllm")
+    assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path / "bin")}) == ["vllm", "serve"]
+
+
+def test_vllm_beside_an_unactivated_venv_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv_vllm = executable(tmp_path / "venv" / "bin" / "vllm")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path / "empty")}) == [str(venv_vllm), "serve"]
+
+
+def test_no_console_script_falls_back_to_this_pythons_module(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    python = tmp_path / "site" / "python3"
+    monkeypatch.setattr(sys, "executable", str(python))
+    argv = build_launch(Settings(vllm=VllmSettings(env={"PATH": str(tmp_path / "empty")}))).argv
+    assert argv[:4] == [str(python), "-m", "vllm.entrypoints.cli.main", "serve"]
+    assert "--model" in argv
+
+
+def test_without_any_vllm_the_name_stays_for_the_diagnosis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path)}) == ["vllm", "serve"]
