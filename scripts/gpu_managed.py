@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     vllm: dict[str, Any] = {"args": args.arg, "startupTimeoutS": args.timeout, "env": dict(
         item.split("=", 1) for item in args.env)}
     if args.command:
-        vllm["command"] = args.command
+        vllm["command"] = shlex.split(args.command)
     return {"backend": {"mode": "managed"},
             "model": {"path": args.model, "name": args.name, "promptFormat": args.prompt_format},
             "vllm": vllm, "completion": {"maxTokens": args.max_tokens, "debounceMs": 0, "timeoutMs": 60000},
@@ -127,6 +128,20 @@ async def completions(client: GhostClient, count: int) -> list[dict[str, Any]]:
     return results
 
 
+async def ready_again(client: GhostClient, before: int, timeout: float) -> dict[str, Any]:
+    """The first ready or error status after a restart began (a state other than ready since `before`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        later = list(client.statuses)[before:]
+        restarted = next((i for i, s in enumerate(later) if s["state"] != "ready"), None)
+        if restarted is not None:
+            done = [s for s in later[restarted:] if s["state"] in ("ready", "error")]
+            if done:
+                return done[0]
+        await asyncio.sleep(0.2)
+    return {"state": "timeout", "message": f"not ready again within {timeout:.0f} s"}
+
+
 async def session(args: argparse.Namespace) -> dict[str, Any]:
     start = time.monotonic()
     client = GhostClient()
@@ -143,9 +158,9 @@ async def session(args: argparse.Namespace) -> dict[str, Any]:
         result["completions"] = await completions(client, args.completions)
     if args.restart and ready["state"] == "ready":
         asked = time.monotonic()
-        await client.command("vllmGhost.restartModel")
-        await client.wait_status("starting", "loading", timeout=60)
-        again = await client.wait_status("ready", "error", timeout=args.timeout)
+        before = len(client.statuses)
+        await client.command("vllmGhost.restartModel")  # may return only once the new vLLM is up
+        again = await ready_again(client, before, args.timeout)
         result["restart_s"] = round(time.monotonic() - asked, 2)
         result["restart_state"] = again
         if again["state"] == "ready":
@@ -190,7 +205,8 @@ def main() -> int:
     parser.add_argument("--prompt-format", default="chat-fim")
     parser.add_argument("--arg", action="append", default=[], help="vllm.args, one per flag (--arg=--flag=value)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="vllm.env")
-    parser.add_argument("--command", nargs="+", default=None, help="vllm.command (default: the server's own)")
+    parser.add_argument("--command", default="", help="vllm.command as one shell-quoted string (default: the "
+                        "server's own)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--completions", type=int, default=3)
     parser.add_argument("--restart", action="store_true", help="Restart Model once it is ready")
