@@ -142,7 +142,8 @@ async def ready_again(client: GhostClient, before: int, timeout: float) -> dict[
     return {"state": "timeout", "message": f"not ready again within {timeout:.0f} s"}
 
 
-async def session(args: argparse.Namespace) -> dict[str, Any]:
+async def session(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """Fills `result` as it goes, so a failure late in the session still leaves what was seen."""
     start = time.monotonic()
     client = GhostClient()
     client.statuses = Stamped(start)
@@ -150,7 +151,9 @@ async def session(args: argparse.Namespace) -> dict[str, Any]:
     client.logs = Stamped(start)
     await client.launch()
     await client.open_session(options(args))
-    result: dict[str, Any] = {"options": options(args)}
+    result["options"] = options(args)
+    result["statuses"] = client.statuses
+    result["log"] = client.logs
     ready = await client.wait_status("ready", "error", timeout=args.timeout)
     result["first_ready_s"] = round(time.monotonic() - start, 2)
     result["first_state"] = ready
@@ -213,9 +216,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    result = asyncio.run(session(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+    result: dict[str, Any] = {}
+    try:
+        asyncio.run(session(args, result))
+    finally:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str))
     print(summary(result), flush=True)
     ok = result["first_state"].get("state") == "ready" and not result["left_on_gpu"]
     return 0 if ok else 1
