@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,9 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.shared import SharedState, all_states
 from langserver.backend.status import Status
 from langserver.completion import pipeline
+from langserver.completion.service import CompletionService
 from langserver.settings import Settings, parse_settings
+from langserver.workspace import Workspace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,15 +105,28 @@ async def _complete(args: argparse.Namespace) -> int:
     def on_status(status: Status) -> None:
         print(f"[{status.state}] {status.message}", file=sys.stderr, flush=True)
 
+    # The editor's path with nothing to wait for: the same service (cache, early stop, cross-file
+    # context from the folder it runs in, the confidence gate), no debounce.
+    settings = dataclasses.replace(settings, completion=dataclasses.replace(settings.completion, debounce_ms=0))
     backend = BackendManager(on_status, lambda line: None)
     await backend.start(settings)
     try:
         if backend.status.state != "ready":
             return 1
         language = args.language or _LANGUAGES.get(args.file.suffix, "")
+        uri = args.file.resolve().as_uri()
+        workspace = Workspace()
+        workspace.set_folders([os.getcwd()])
+        workspace.open(uri, str(args.file.resolve()), text, language)
+        service = CompletionService(backend.stream, lambda: backend.max_model_len, workspace.cross_file,
+                                    workspace.forbidden)
         request = pipeline.Request(text=text, offset=offset, language=language)
         try:
-            completion = await pipeline.complete(request, settings, backend.generate, backend.max_model_len)
+            completion = await service.complete(uri, request, settings)
+        except TimeoutError:
+            print(f"error: no answer within {settings.completion.timeout_ms} ms (completion.timeoutMs)",
+                  file=sys.stderr)
+            return 1
         except (BackendUnavailable, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

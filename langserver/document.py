@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from dataclasses import dataclass
 
 _BREAK = re.compile(r"\r\n?|\n")
 
@@ -105,3 +106,23 @@ class TextBuffer:
         self.text = text
         self._starts = [0]
         self._scanned_to = 0
+
+
+Position = tuple[int, int]  # (line, character in the negotiated units)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One edit of a didChange in plain terms: `text` replaces `start`..`end`; no range
+    (None) replaces the whole document."""
+
+    text: str
+    start: Position | None = None
+    end: Position | None = None
+
+    def lines(self) -> tuple[int, int, int]:
+        """First and last line the edit now covers, and the lines it added (negative: removed)."""
+        assert self.start is not None and self.end is not None
+        first, last = self.start[0], self.end[0]
+        added = self.text.count("\n")
+        return first, first + added, added - (last - first)

@@ -26,9 +26,9 @@ from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
 from langserver.completion.service import CompletionService
-from langserver.completion.stream import manager_stream
-from langserver.document import TextBuffer
+from langserver.document import Change, TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
+from langserver.workspace import Workspace
 
 STATUS_NOTIFICATION = "vllmGhost/status"
 CMD_RESTART_MODEL = "vllmGhost.restartModel"
@@ -65,7 +65,8 @@ class GhostServer(LanguageServer):
         super().__init__("vllm-ghost", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          protocol_cls=GhostProtocol)
         self.settings = Settings()
-        self.documents: dict[str, tuple[TextBuffer, str]] = {}  # uri -> (buffer, languageId)
+        # The open documents (their buffers) and cross-file context: the one owner of both.
+        self.documents = Workspace()
         self.encoding = "utf-16"
         self.backend = BackendManager(self.publish_status, self.log_line,
                                       on_warning=lambda message: self.show_once(message, types.MessageType.Warning))
@@ -76,7 +77,8 @@ class GhostServer(LanguageServer):
         self._last_status = Status("stopped")
         self._last_status_at = 0.0
         # Cache, scheduler, warm-up and pipeline: everything between the LSP request and its answer.
-        self.completions = CompletionService(manager_stream(self.backend), lambda: self.backend.max_model_len)
+        self.completions = CompletionService(self.backend.stream, lambda: self.backend.max_model_len,
+                                             self.documents.cross_file, self.documents.forbidden)
 
     # --- messages to the client -------------------------------------------------------------
     def log_line(self, message: str, kind: types.MessageType = types.MessageType.Log) -> None:
@@ -151,11 +153,11 @@ class GhostServer(LanguageServer):
     async def complete(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
         started = time.monotonic()
         empty = types.InlineCompletionList(items=[])
-        entry = self.documents.get(params.text_document.uri)
+        doc = self.documents.get(params.text_document.uri)
         settings = self.settings
-        if entry is None or not settings.completion.enabled:
+        if doc is None or not settings.completion.enabled:
             return empty
-        buffer, language = entry
+        buffer, language = doc.buffer, doc.language
         if language in settings.completion.disabled_languages:
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
@@ -200,6 +202,8 @@ class GhostServer(LanguageServer):
         status["version"] = __version__
         detail = status.setdefault("detail", {})
         detail.update(self.completions.status_detail())
+        # What the last prompt held besides the current file (its tokens as the budget counted them).
+        detail["crossFile"] = {"files": list(self.documents.last_files), "tokens": self.documents.last_tokens}
         status["settings"] = redacted(self.settings)
         return status
 
@@ -209,11 +213,11 @@ def file_path(uri: str) -> str | None:
     return to_fs_path(uri) if uri.startswith("file:") else None
 
 
-def changed_lines(change: types.TextDocumentContentChangePartial) -> tuple[int, int, int]:
-    """First and last line an edit now covers, and the lines it added (negative: removed)."""
-    start, end = change.range.start.line, change.range.end.line
-    added = change.text.count("\n")
-    return start, start + added, added - (end - start)
+def plain_change(change: types.TextDocumentContentChangeEvent) -> Change:
+    if isinstance(change, types.TextDocumentContentChangePartial):
+        start, end = change.range.start, change.range.end
+        return Change(change.text, (start.line, start.character), (end.line, end.character))
+    return Change(change.text)
 
 
 def backend_identity(settings: Settings) -> tuple[object, ...]:
@@ -231,12 +235,12 @@ def on_initialize(ls: GhostServer, params: types.InitializeParams) -> None:
     encoding = ls.workspace.position_encoding or "utf-16"
     ls.encoding = str(getattr(encoding, "value", encoding))
     ls.apply_settings(params.initialization_options)
-    ls.completions.workspace.set_folders(ls.workspace_folders())
+    ls.documents.set_folders(ls.workspace_folders())
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
 def on_workspace_folders(ls: GhostServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
-    ls.completions.workspace.set_folders(ls.workspace_folders())  # pygls has applied the change
+    ls.documents.set_folders(ls.workspace_folders())  # pygls has applied the change
 
 
 @server.feature(types.INITIALIZED)
@@ -260,32 +264,18 @@ def on_configuration(ls: GhostServer, params: types.DidChangeConfigurationParams
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def on_open(ls: GhostServer, params: types.DidOpenTextDocumentParams) -> None:
     doc = params.text_document
-    ls.documents[doc.uri] = (TextBuffer(doc.text, ls.encoding), doc.language_id)
-    ls.completions.workspace.open(doc.uri, file_path(doc.uri), doc.text, doc.language_id)
+    ls.documents.open(doc.uri, file_path(doc.uri), doc.text, doc.language_id, ls.encoding)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def on_change(ls: GhostServer, params: types.DidChangeTextDocumentParams) -> None:
-    entry = ls.documents.get(params.text_document.uri)
-    if entry is None:
-        return
-    buffer = entry[0]
-    uri = params.text_document.uri
-    for change in params.content_changes:
-        if isinstance(change, types.TextDocumentContentChangePartial):
-            start, end = change.range.start, change.range.end
-            buffer.replace((start.line, start.character), (end.line, end.character), change.text)
-            ls.completions.workspace.change(uri, buffer.text, *changed_lines(change))
-        else:
-            buffer.set_text(change.text)
-            ls.completions.workspace.change(uri, buffer.text)
+    ls.documents.edit(params.text_document.uri, [plain_change(change) for change in params.content_changes])
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def on_close(ls: GhostServer, params: types.DidCloseTextDocumentParams) -> None:
-    ls.documents.pop(params.text_document.uri, None)
-    ls.completions.forget(params.text_document.uri)
-    ls.completions.workspace.close(params.text_document.uri)
+    ls.documents.close(params.text_document.uri)
+    ls.completions.forget(params.text_document.uri)  # its request in flight, if any
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())

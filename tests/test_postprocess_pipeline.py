@@ -1,4 +1,5 @@
-"""The clean-up through `pipeline.complete`, the entry point the server calls."""
+"""The clean-up through `pipeline.complete`: a whole answer replayed through `complete_streaming`,
+the path the server and the CLI take."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.request import Delta, PromptRequest
 from langserver.backend.status import Status
 from langserver.completion import pipeline
-from langserver.completion.stream import manager_stream, read_until_complete, visible_part
+from langserver.completion.stream import read_until_complete, visible_part
 from langserver.completion.timings import Timings, TimingStats, percentile
 from langserver.settings import parse_settings
 
@@ -140,15 +140,15 @@ PROMPT = PromptRequest(endpoint="chat", body={})
 async def test_manager_stream_refuses_a_backend_that_is_not_ready() -> None:
     for manager in (manager_with(None, "ready"), manager_with(FakeClient(["x"]), "loading")):
         with pytest.raises(BackendUnavailable):
-            await read_until_complete(manager_stream(manager)(PROMPT), lambda t: False)
+            await read_until_complete(manager.stream(PROMPT), lambda t: False)
     # An external backend is always tried (it may come back at any time).
     external = manager_with(FakeClient(["x"]), "error", mode="external")
-    assert (await read_until_complete(manager_stream(external)(PROMPT), lambda t: False)).text == "x"
+    assert (await read_until_complete(external.stream(PROMPT), lambda t: False)).text == "x"
 
 
 async def test_manager_stream_closes_the_client_stream_on_early_stop() -> None:
     client = FakeClient(["a\n", "b\n", "c"])
-    answer = await read_until_complete(manager_stream(manager_with(client, "ready"))(PROMPT), lambda t: "\n" in t)
+    answer = await read_until_complete(manager_with(client, "ready").stream(PROMPT), lambda t: "\n" in t)
     assert answer.text == "a\n"
     assert client.closed
 
@@ -156,13 +156,13 @@ async def test_manager_stream_closes_the_client_stream_on_early_stop() -> None:
 async def test_manager_stream_errors() -> None:
     broken = FakeClient(["a"], ConnectionResetError("reset"))
     with pytest.raises(BackendError, match="connection broke"):
-        await read_until_complete(manager_stream(manager_with(broken, "ready"))(PROMPT), lambda t: False)
+        await read_until_complete(manager_with(broken, "ready").stream(PROMPT), lambda t: False)
     # The managed vLLM went away meanwhile (its client was dropped): quiet, not an error message.
     manager = manager_with(FakeClient(["a"]), "ready")
     client = manager.client
     assert isinstance(client, FakeClient)
     client.error = ConnectionResetError("reset")
-    stream = manager_stream(manager)(PROMPT)
+    stream = manager.stream(PROMPT)
     assert (await stream.__anext__()).text == "a"
     manager.client = None  # what the manager does when the launch goes down
     with pytest.raises(BackendUnavailable):

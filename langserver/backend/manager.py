@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -246,8 +247,10 @@ class BackendManager:
             await asyncio.wait(set(self._closing), timeout=5.0)
 
     async def stream(self, prompt: PromptRequest) -> AsyncIterator[Delta]:
-        """Text deltas (with their log probabilities) from the backend; BackendUnavailable at once
-        when there is none or it dies."""
+        """Text deltas (with their log probabilities) from the backend, for `completion/` (it takes
+        this as its OpenStream). The availability rule: nothing is sent to a backend that is not
+        ready (an external one is always tried), and a stream that breaks because the managed
+        vLLM went away ends as BackendUnavailable (answered empty, no message)."""
         client = self.client
         external = self.settings.backend.mode == "external"
         if client is None or (self.status.state != "ready" and not external):
@@ -256,8 +259,22 @@ class BackendManager:
         try:
             async for delta in deltas:
                 yield delta
+        except BackendError:
+            if self._went_away(client, external):
+                raise BackendUnavailable("vLLM went away during the request; restarting") from None
+            raise
+        except Exception as err:  # transport errors the client lets through (a truncated body)
+            if self._went_away(client, external):
+                raise BackendUnavailable("vLLM went away during the request; restarting") from err
+            raise BackendError(f"backend connection broke during the answer: {type(err).__name__}") from err
         finally:
-            await deltas.aclose()  # type: ignore[attr-defined]
+            close: Any = getattr(deltas, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    def _went_away(self, client: BackendClient, external: bool) -> bool:
+        return not external and (self.client is not client or self.status.state != "ready")
 
     async def generate(self, prompt: PromptRequest) -> str:
         client = self.client

@@ -1,15 +1,16 @@
 """The pipeline's public entry point: context -> prompt -> backend -> postprocess.
 
-The server and the benchmarks call `complete`; it knows nothing of LSP.
+The completion service (the server's and the CLI's path) and the benchmarks call
+`complete_streaming`; `complete` replays a whole answer through it. It knows nothing of LSP.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from langserver.backend.request import PromptRequest
+from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.confidence import score
 from langserver.completion.context import Budget, Context, RepoContext, build_context
 from langserver.completion.policy import Policy
@@ -97,11 +98,15 @@ def make_warm_prompt(context: Context, settings: Settings) -> PromptRequest:
 async def complete(request: Request, settings: Settings, generate: Generate,
                    max_model_len: int | None = None, *, steps: tuple[Step, ...] = STEPS,
                    counter: TokenCounter | None = None) -> Completion | None:
-    """One completion. `steps` = the clean-up steps (the benchmark's ablation drops one);
-    `counter` overrides the token counter (default: the model's tokenizer if present)."""
-    context = make_context(request, settings, max_model_len, counter or token_counter(settings))
-    raw = await generate(make_prompt(context, settings))
-    return clean(raw, context, make_policy(request, settings), steps)
+    """One completion from an answer that comes whole (`generate`: a recorded one, a replay):
+    the same path as the server's, `complete_streaming`, over a stream of one piece.
+    `steps` = the clean-up steps (the benchmark's ablation drops one); `counter` overrides
+    the token counter (default: the model's tokenizer if present)."""
+
+    async def replay(prompt: PromptRequest) -> AsyncIterator[Delta]:
+        yield Delta(await generate(prompt), finish_reason="stop")
+
+    return await complete_streaming(request, settings, replay, max_model_len, counter=counter, steps=steps)
 
 
 async def complete_streaming(request: Request, settings: Settings, open_stream: OpenStream,

@@ -25,19 +25,27 @@ from langserver.completion.timings import Timings, TimingStats
 from langserver.completion.tokens import CharEstimate, TokenCounter
 from langserver.completion.warmup import Warmer
 from langserver.settings import Settings
-from langserver.workspace import Workspace
 
 log = logging.getLogger("vllm-ghost")
 # Budgets cross-file snippets when the model's tokenizer is not on this machine.
 ESTIMATE = CharEstimate()
 
+# Other files' code for a prompt: (uri, text, offset, budget in tokens, counter, sources) ->
+# the block, or None. The workspace (langserver/workspace) provides it; the server wires it in,
+# so completion/ never imports the package that imports it.
+CrossFile = Callable[[str, str, int, int, TokenCounter, tuple[str, ...]], RepoContext | None]
+# (uri, text) -> True when nothing of the document may go into a prompt (a secret).
+Forbidden = Callable[[str, str], bool]
+
 
 class CompletionService:
     def __init__(self, open_stream: OpenStream, max_model_len: Callable[[], int | None],
-                 workspace: Workspace | None = None) -> None:
+                 cross_file: CrossFile | None = None, forbidden: Forbidden | None = None) -> None:
         self._max_model_len = max_model_len
-        # Other files' code ahead of the current file (langserver/workspace); the server feeds it.
-        self.workspace = workspace or Workspace()
+        # Other files' code ahead of the current file, and the secret rule; without them: none
+        # and nothing (the owner of the documents decides both).
+        self._cross_file_source = cross_file
+        self._forbidden = forbidden
         self.scheduler = Scheduler()  # latest wins per document, debounce
         self.timing_stats = TimingStats()  # per-stage p50/p95 for vllmGhost.status
         # Warm-ups for places vLLM has not prefilled; it sees every prompt's first token.
@@ -59,7 +67,7 @@ class CompletionService:
         """The completion for `request` in document `uri`; None when there is none or a newer
         request for the document took over. `started`: when the client's request arrived."""
         started = time.monotonic() if started is None else started
-        if self.workspace.forbidden(uri, request.text):  # a secret file never goes into a prompt
+        if self._forbidden is not None and self._forbidden(uri, request.text):  # a secret never goes into a prompt
             return None
         cached = self._cached(uri, request, settings)
         if cached is not None:
@@ -109,12 +117,12 @@ class CompletionService:
 
     def _cross_file(self, uri: str, request: pipeline.Request, settings: Settings, max_model_len: int | None,
                     counter: TokenCounter) -> RepoContext | None:
-        budget = pipeline.cross_file_budget(settings, max_model_len)
-        if budget <= 0:
-            self.workspace.last_files, self.workspace.last_tokens = (), 0
+        if self._cross_file_source is None:
             return None
-        return self.workspace.cross_file(uri, request.text, request.offset, budget, counter,
-                                         settings.completion.cross_file.sources)
+        # A budget of 0 (cross-file off, or no room) asks too: the source then records "none".
+        budget = pipeline.cross_file_budget(settings, max_model_len)
+        return self._cross_file_source(uri, request.text, request.offset, budget, counter,
+                                       tuple(settings.completion.cross_file.sources))
 
     def _cached(self, uri: str, request: pipeline.Request, settings: Settings) -> Completion | None:
         """The rest of a shown completion the user is typing through; it supersedes the request
@@ -140,8 +148,6 @@ class CompletionService:
         detail["warmups"] = self.warmer.sent
         if self.last is not None:
             detail["last"] = self.last
-        # What the last prompt held besides the current file (its tokens as the budget counted them).
-        detail["crossFile"] = {"files": list(self.workspace.last_files), "tokens": self.workspace.last_tokens}
         return detail
 
     def reset_timings(self) -> None:

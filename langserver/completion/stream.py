@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from langserver.backend.client import BackendError
-from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.timings import Timings
 
@@ -85,36 +83,3 @@ async def close_stream(deltas: AsyncIterator[Delta]) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             await close()
-
-
-def manager_stream(manager: BackendManager) -> OpenStream:
-    """A streaming entry on the backend manager, with the same availability rule as
-    `BackendManager.generate`: nothing is sent to a backend that is not ready (an external
-    one is always tried), and a stream that breaks because the managed vLLM went away
-    ends as BackendUnavailable (answered empty, no message)."""
-
-    async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
-        client = manager.client
-        external = manager.settings.backend.mode == "external"
-        if client is None or (manager.status.state != "ready" and not external):
-            raise BackendUnavailable(manager.status.message or manager.status.state)
-        stream = client.stream(prompt)
-        try:
-            async for delta in stream:
-                yield delta
-        except BackendError:
-            if _went_away(manager, client, external):
-                raise BackendUnavailable("vLLM went away during the request; restarting") from None
-            raise
-        except Exception as err:  # transport errors the client lets through (a truncated body)
-            if _went_away(manager, client, external):
-                raise BackendUnavailable("vLLM went away during the request; restarting") from err
-            raise BackendError(f"backend connection broke during the answer: {type(err).__name__}") from err
-        finally:
-            await close_stream(stream)
-
-    return open_stream
-
-
-def _went_away(manager: BackendManager, client: object, external: bool) -> bool:
-    return not external and (manager.client is not client or manager.status.state != "ready")

@@ -1,8 +1,10 @@
-"""The workspace: open documents, recent edits, files on disk, and the cross-file block.
+"""The workspace: the one owner of the open documents (their buffers), recent edits, files
+on disk, and the cross-file block.
 
-server.py feeds it plain data (folder paths, documents with their language, the lines
-each edit touched); the completion service asks it for the block of other files' code
-that goes ahead of the current file in Qwen's repository layout.
+server.py feeds it plain data (folder paths, documents with their language, each edit as a
+document.Change) and reads the buffers back to answer a request; the completion service asks
+it (through the callables the server hands over) for the block of other files' code that
+goes ahead of the current file in Qwen's repository layout.
 
 Sources (`completion.crossFile.sources`):
 - "open": the other open documents, same language first;
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from langserver.completion.context import RepoContext
 from langserver.completion.tokens import TokenCounter
+from langserver.document import Change, TextBuffer
 from langserver.workspace import imports, snippets
 from langserver.workspace.safety import Folder, Guard, is_secret_name, text_problem
 
@@ -57,8 +60,11 @@ MIN_BUDGET = 64
 
 @dataclass
 class Document:
+    """An open document: its buffer (LSP's lines and positions) and what cross-file context
+    keeps of it."""
+
     path: Path | None  # None: not a file (untitled, another scheme)
-    text: str
+    buffer: TextBuffer
     language: str
     opened: int  # open order, for a deterministic "most recent first"
     version: int = 0
@@ -67,6 +73,10 @@ class Document:
     secret_name: bool = False
     _lines: tuple[int, list[str], list[snippets.Window]] | None = None  # (version, lines, windows)
     _admitted: tuple[int, bool] | None = None
+
+    @property
+    def text(self) -> str:
+        return self.buffer.text
 
     def lines_and_windows(self) -> tuple[list[str], list[snippets.Window]]:
         if self._lines is None or self._lines[0] != self.version:
@@ -148,22 +158,43 @@ class Workspace:
         self._blocks.clear()
         self._changes += 1
 
-    def open(self, uri: str, path: str | None, text: str, language: str) -> None:
+    def open(self, uri: str, path: str | None, text: str, language: str, encoding: str = "utf-16") -> None:
+        """A document opened in the editor; `encoding`: the units of its positions."""
         self._opened += 1
         file = Path(path) if path else None
-        self.documents[uri] = Document(file, text, language, self._opened, location=self._locate(file),
-                                       key=_resolved(file) if file is not None else "",
+        self.documents[uri] = Document(file, TextBuffer(text, encoding), language, self._opened,
+                                       location=self._locate(file), key=_resolved(file) if file is not None else "",
                                        secret_name=file is not None and is_secret_name(file))
         self._changes += 1
 
-    def change(self, uri: str, text: str, first: int | None = None, last: int | None = None,
-               line_delta: int = 0) -> None:
-        """The document's new text; `first`..`last`: the lines the edit now covers (None: whole
-        text replaced), `line_delta`: lines it added (negative: removed)."""
+    def get(self, uri: str) -> Document | None:
+        return self.documents.get(uri)
+
+    def edit(self, uri: str, changes: Iterable[Change]) -> None:
+        """The editor's edits of an open document, in order (didChange)."""
         doc = self.documents.get(uri)
         if doc is None:
             return
-        doc.text = text
+        for change in changes:
+            if change.start is None or change.end is None:
+                doc.buffer.set_text(change.text)
+                self._changed(uri, doc)
+            else:
+                doc.buffer.replace(change.start, change.end, change.text)
+                self._changed(uri, doc, *change.lines())
+
+    def change(self, uri: str, text: str, first: int | None = None, last: int | None = None,
+               line_delta: int = 0) -> None:
+        """The document's whole new text; `first`..`last`: the lines the edit now covers (None:
+        whole text replaced), `line_delta`: lines it added (negative: removed)."""
+        doc = self.documents.get(uri)
+        if doc is None:
+            return
+        doc.buffer.set_text(text)
+        self._changed(uri, doc, first, last, line_delta)
+
+    def _changed(self, uri: str, doc: Document, first: int | None = None, last: int | None = None,
+                 line_delta: int = 0) -> None:
         doc.version += 1
         self._changes += 1
         if first is None or last is None:
