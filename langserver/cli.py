@@ -20,7 +20,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.shared import SharedState, all_states
 from langserver.backend.status import Status
 from langserver.completion import pipeline
-from langserver.completion.service import CompletionService
+from langserver.completion.serving.service import CompletionService
 from langserver.settings import Settings, parse_settings
 from langserver.workspace import Workspace
 

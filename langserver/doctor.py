@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import httpx
 
+from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use
 from langserver.backend.shared import Registry, all_states
-from langserver.backend.vllm import is_loopback, key_file, missing_compiler, port_in_use
 from langserver.settings import Settings
 
 Level = Literal["ok", "warn", "fail"]

@@ -25,7 +25,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
-from langserver.completion.service import CompletionService
+from langserver.completion.serving.service import CompletionService
 from langserver.document import Change, TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
 from langserver.workspace import Workspace

@@ -12,7 +12,8 @@ import socket
 
 import pytest
 
-from langserver.backend.vllm import build_launch, classify, diagnose, is_loopback, port_in_use, strip_secret_flags
+from langserver.backend.diagnosis import classify, diagnose
+from langserver.backend.launch import build_launch, is_loopback, port_in_use, strip_secret_flags
 from langserver.settings import Settings, parse_settings, redacted
 
 CAPTURED_MISSING_MODEL = [

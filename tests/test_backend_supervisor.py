@@ -24,8 +24,8 @@ import pytest_asyncio
 from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.request import PromptRequest
 from langserver.backend.status import Status
-from langserver.completion.context import Context
-from langserver.completion.prompt import Sampling, build_prompt
+from langserver.completion.stages.context import Context
+from langserver.completion.stages.prompt import Sampling, build_prompt
 from langserver.settings import Settings, parse_settings
 from tests.fault_tools import all_procs, info, leftovers, managed_scripted_options, record, script, tree
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from langserver.completion.cache import CompletionCache
 from langserver.completion.postprocess import Completion
+from langserver.completion.serving.cache import CompletionCache
 
 PREFIX = "def area(r):\n    return math.p"
 SUFFIX = "\n\n\ndef other():\n    pass\n"

@@ -9,9 +9,9 @@ import pytest
 
 from langserver.backend.request import Delta, PromptRequest
 from langserver.completion import pipeline
-from langserver.completion.confidence import CUT_FACTOR, score, shown_range, token_spans
-from langserver.completion.service import CompletionService
-from langserver.completion.stream import OpenStream
+from langserver.completion.serving.service import CompletionService
+from langserver.completion.stages.confidence import CUT_FACTOR, score, shown_range, token_spans
+from langserver.completion.stages.stream import OpenStream
 from langserver.settings import CompletionSettings, parse_settings
 
 SURE, UNSURE = math.log(0.9), math.log(0.05)

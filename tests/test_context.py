@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from langserver.completion import context as ctx
 from langserver.completion import pipeline
-from langserver.completion.context import Budget, build_context
-from langserver.completion.tokens import CharEstimate, ModelTokenizer, count_text, counter_for, tokenizer_file
+from langserver.completion.stages import context as ctx
+from langserver.completion.stages.context import Budget, build_context
+from langserver.completion.stages.tokens import CharEstimate, ModelTokenizer, count_text, counter_for, tokenizer_file
 from langserver.settings import CompletionSettings, ModelSettings, Settings
 
 SOURCE = "".join(f"def function_{i}(value):\n    return value * {i} + len('{'x' * (i % 13)}')\n\n" for i in range(400))

@@ -130,7 +130,7 @@ def test_no_compiler_is_a_warning_and_the_launch_runs_vllm_uncompiled(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """vLLM-CPU compiles the logprobs' ranking on the first gated completion; with no C++
     compiler that killed the engine. The launch turns torch.compile off instead, and says so."""
-    from langserver.backend.vllm import build_launch
+    from langserver.backend.launch import build_launch
     from langserver.settings import parse_settings
 
     for name in ("CXX", "TORCHDYNAMO_DISABLE"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from langserver.completion.context import Context
-from langserver.completion.multiline import (
+from langserver.completion.postprocess import Completion, clean
+from langserver.completion.postprocess.multiline import (
     allows_multiline,
     block_floor,
     is_complete,
@@ -13,8 +13,8 @@ from langserver.completion.multiline import (
     replace_chars,
     single_line,
 )
-from langserver.completion.policy import Policy
-from langserver.completion.postprocess import Completion, clean
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.stages.context import Context
 
 AUTO, NEVER, ALWAYS = Policy("auto"), Policy("never"), Policy("always")
 FUNC = Context("def f(values):\n    total = 0\n    ", "\n    return total\n", "python")

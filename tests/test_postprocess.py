@@ -9,9 +9,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from langserver.completion.context import Context
-from langserver.completion.indent import IndentStyle, infer_style, max_plausible_indent, restyle
-from langserver.completion.policy import Policy
 from langserver.completion.postprocess import (
     STEPS,
     Completion,
@@ -24,13 +21,16 @@ from langserver.completion.postprocess import (
     strip_special_tokens,
     strip_trailing_whitespace,
 )
-from langserver.completion.repeats import (
+from langserver.completion.postprocess.indent import IndentStyle, infer_style, max_plausible_indent, restyle
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.postprocess.repeats import (
     cut_repetition,
     find_suffix_copy,
     strip_typed_prefix,
     trim_suffix_overlap,
     typed_candidates,
 )
+from langserver.completion.stages.context import Context
 
 EXAMPLES = json.loads((Path(__file__).parent / "data" / "fim_examples.json").read_text(encoding="utf-8"))
 POLICY = Policy()

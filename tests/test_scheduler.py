@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from langserver.completion.scheduler import (
+from langserver.completion.serving.scheduler import (
     ADAPTIVE_CAP_S,
     DocumentScheduler,
     Scheduler,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from langserver.backend.vllm import build_launch, key_file
+from langserver.backend.launch import build_launch, key_file
 from langserver.settings import parse_settings
 
 

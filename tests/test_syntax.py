@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from langserver.completion.context import Context
-from langserver.completion.syntax import (
+from langserver.completion.postprocess.syntax import (
     continuation_lines,
     has_parser,
     imbalance,
@@ -14,6 +13,7 @@ from langserver.completion.syntax import (
     parse_region,
     trim_to_parsing,
 )
+from langserver.completion.stages.context import Context
 
 
 @pytest.mark.parametrize(("text", "language", "expected"), [
@@ -99,7 +99,7 @@ def test_tree_sitter_javascript_trimming() -> None:
 
 
 def test_tree_sitter_missing_grammar_degrades_to_no_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    import langserver.completion.syntax as syntax
+    import langserver.completion.postprocess.syntax as syntax
 
     monkeypatch.setitem(syntax._GRAMMARS, "klingon", ("tree_sitter_klingon", "language"))
     assert not has_parser("klingon")

@@ -11,8 +11,8 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.request import Delta, PromptRequest
 from langserver.backend.status import Status
 from langserver.completion import pipeline
-from langserver.completion.stream import read_until_complete, visible_part
-from langserver.completion.timings import Timings, TimingStats, percentile
+from langserver.completion.stages.stream import read_until_complete, visible_part
+from langserver.completion.stages.timings import Timings, TimingStats, percentile
 from langserver.settings import parse_settings
 
 

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.context import Context
-from langserver.completion.prompt import Sampling, build_prompt, warm_prompt
-from langserver.completion.scheduler import DocumentScheduler, TypingRate
-from langserver.completion.warmup import MIN_HEAD_CHARS, SLACK_CHARS, Warmer, prompt_head
+from langserver.completion.serving.scheduler import DocumentScheduler, TypingRate
+from langserver.completion.serving.warmup import MIN_HEAD_CHARS, SLACK_CHARS, Warmer, prompt_head
+from langserver.completion.stages.context import Context
+from langserver.completion.stages.prompt import Sampling, build_prompt, warm_prompt
 
 LINE = "    total_{} = compute(values, weights)  # a line of ordinary code\n"
 FILE = "".join(LINE.format(number) for number in range(8 * MIN_HEAD_CHARS // len(LINE)))

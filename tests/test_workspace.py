@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from langserver.completion.context import Context, RepoContext
-from langserver.completion.prompt import Sampling, build_prompt, fim_string, warm_prompt
-from langserver.completion.tokens import CharEstimate
+from langserver.completion.stages.context import Context, RepoContext
+from langserver.completion.stages.prompt import Sampling, build_prompt, fim_string, warm_prompt
+from langserver.completion.stages.tokens import CharEstimate
 from langserver.workspace import Workspace
 from langserver.workspace.imports import imported_files
 from langserver.workspace.safety import MAX_FILE_BYTES, Guard

@@ -19,10 +19,12 @@ import httpx
 import openai
 
 from langserver.backend.client import BackendClient, BackendError, Endpoint
+from langserver.backend.diagnosis import Failure
+from langserver.backend.launch import is_loopback
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest
 from langserver.backend.status import Status
 from langserver.backend.supervisor import StopMode, Supervisor
-from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, is_loopback
+from langserver.backend.vllm import LogCallback, ManagedVllm
 from langserver.settings import Settings
 
 # A connection error this soon before vLLM's exit is noticed is the exit, not a network problem.

@@ -25,9 +25,10 @@ from typing import Literal
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.keeper import REPLACED, REQUESTED
 from langserver.backend.status import Status
-from langserver.backend.vllm import Failure, LogCallback, ManagedVllm, StatusCallback, WarningCallback, classify
+from langserver.backend.vllm import LogCallback, ManagedVllm, StatusCallback, WarningCallback
 from langserver.settings import Settings
 
 BACKOFF_FIRST_S = 1.0

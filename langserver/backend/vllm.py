@@ -1,4 +1,4 @@
-"""The managed vLLM process: command line, port, key, health, logs, stop.
+"""The managed vLLM process: start (or join), health, logs, stop.
 
 vLLM runs under our guardian (guardian.py) in its own process group, bound to
 127.0.0.1 with a random key passed by environment, never argv; a keeper
@@ -11,30 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import ipaddress
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
 from langserver.backend.client import Endpoint
+from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.guardian import group_alive
+from langserver.backend.launch import (
+    Launch,
+    build_launch,
+    is_loopback,
+    missing_compiler,
+    port_in_use,
+    strip_secret_flags,
+)
 from langserver.backend.shared import Member, Registry, SharedState
 from langserver.backend.status import Status
-from langserver.settings import DEFAULT_COMMAND, Settings
+from langserver.settings import Settings
 
 TAIL_LINES = 100  # Tabby keeps the last 100 lines of llama-server's output
 # The root cause of a failed start can sit above a long traceback: diagnose from more lines.
@@ -46,220 +51,9 @@ _KEEPER_STOP = re.compile(r"^vllm-ghost-keeper: stopp(?:ing|ed) (.+)$")
 FOLLOW_S = 0.1  # how often the launch's log and its keeper are looked at
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Flags whose value is a secret: never on vLLM's command line (ps shows it to every user).
-SECRET_FLAGS = ("--api-key",)
-
 StatusCallback = Callable[[Status], None]
 LogCallback = Callable[[str], None]
 WarningCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Launch:
-    argv: list[str]
-    env: dict[str, str]
-    host: str
-    port: int
-    api_key: str
-
-    @property
-    def base_url(self) -> str:
-        """Where we connect: a wildcard bind is reached over loopback."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a launch did not serve. `permanent`: retrying the same settings cannot help."""
-
-    message: str
-    permanent: bool = False
-    exit_code: int | None = None
-    # Another window restarted or stopped the shared vLLM: rejoin soon, not a failure to count.
-    expected: bool = False
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    advice: str
-    permanent: bool
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something listens there (or we may not bind it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # As uvicorn does: connections of a previous vLLM in TIME_WAIT do not block it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def strip_secret_flags(args: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
-    """Remove secret-carrying flags (and their values) from argv; return (kept, removed flag names)."""
-    kept: list[str] = []
-    removed: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        flag = arg.split("=", 1)[0]
-        if flag in SECRET_FLAGS:
-            removed.append(flag)
-            skip = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept, removed
-
-
-def key_file() -> Path:
-    """Where the key for a fixed-port vLLM lives (the VS Code client reads it for Continue)."""
-    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(config) / "vllm-ghost" / "api-key"
-
-
-def persisted_key() -> str:
-    """The persisted key, created on first use; the file is readable by its owner only."""
-    path = key_file()
-    with contextlib.suppress(FileNotFoundError):
-        key = path.read_text(encoding="utf-8").strip()
-        if key:
-            os.chmod(path, 0o600)
-            return key
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(key + "\n")
-    return key
-
-
-def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
-    """The vLLM command line: command + model + our fixed flags + the user's args."""
-    vllm = settings.vllm
-    port = vllm.port or free_port(vllm.host)
-    # A fixed port is for sharing (Continue's config.yaml points at it): keep the key
-    # too, so that config stays valid across restarts. Otherwise a new key per launch.
-    key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
-    args, _ = strip_secret_flags(vllm.args)
-    env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
-    argv = [
-        *resolve_command(vllm.command, env),
-        # --model, not the positional tag: `python -m vllm.entrypoints.openai.api_server`
-        # ignores the positional and would fetch its default model from the hub.
-        "--model", settings.model.path,
-        "--served-model-name", settings.model.name,
-        "--host", vllm.host,
-        "--port", str(port),
-        *args,
-    ]
-    if missing_compiler(env):
-        env["TORCHDYNAMO_DISABLE"] = "1"
-    return Launch(argv=argv, env=env, host=vllm.host, port=port, api_key=key)
-
-
-def resolve_command(command: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
-    """The default `vllm serve` as a user's install has it. `vllm` on PATH when it is there; else the
-    `vllm` beside this Python (a virtualenv the editor started us from without activating it, so
-    its bin/ is not on PATH); else this Python's own vLLM module (an install without console
-    scripts: pip --target, a zipapp). Any other command is the user's and runs as given."""
-    if tuple(command) != DEFAULT_COMMAND or shutil.which(command[0], path=env.get("PATH")):
-        return list(command)
-    beside = Path(sys.executable).parent / command[0]
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside), *command[1:]]
-    if importlib.util.find_spec("vllm") is not None:
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
-    return list(command)
-
-
-def missing_compiler(env: Mapping[str, str]) -> str | None:
-    """The C++ compiler torch inductor would look for, when it is not there (None when it is,
-    or when the user already chose TORCHDYNAMO_DISABLE). vLLM compiles small functions with
-    torch.compile, among them the ranking of the logprobs the confidence gate asks for; on
-    vLLM-CPU with no compiler that compile fails and kills the engine at the first gated
-    completion. TORCHDYNAMO_DISABLE=1 runs them uncompiled instead."""
-    compiler = env.get("CXX") or "g++"  # inductor's own choice (torch._inductor.config.cpp.cxx)
-    if "TORCHDYNAMO_DISABLE" in env or shutil.which(compiler, path=env.get("PATH")):
-        return None
-    return compiler
-
-
-# (pattern over vLLM's last lines, advice in one sentence, permanent?)
-# Patterns come from real vLLM output: tests/test_backend_diagnose.py holds the lines.
-_RULES: list[tuple[str, str, bool]] = [
-    (r"cannot start .*: No such file|No such file or directory: '(vllm|python)",
-     "The vLLM command was not found: install vLLM (pip install 'vllm-ghost[gpu]') "
-     "or set vllmGhost.vllm.command.", True),
-    (r"No module named '?vllm'?($|[\s.'])",
-     "vLLM is not installed for that Python: pip install 'vllm-ghost[gpu]', "
-     "or point vllmGhost.vllm.command at the right interpreter.", True),
-    (r"(?i)address already in use",
-     "The port is already in use: set vllmGhost.vllm.port to 0 (pick a free one) or stop the other server.", True),
-    (r"(?i)(fp8e4nv not supported|fp8e4nv data type is not supported|type fp8e4nv not supported"
-     r"|FP8 .*not supported on .*(GPU|device|capability))",
-     "This GPU cannot run FP8 (it needs compute capability 8.9, Ada or newer): use a non-FP8 model or remove "
-     "--kv-cache-dtype fp8 from vllmGhost.vllm.args.", True),
-    (r"(?i)(larger than the available KV cache|estimated maximum model length is"
-     r"|max_num_batched_tokens .* smaller than max_model_len)",
-     "The KV cache does not fit the context length: lower --max-model-len or raise --gpu-memory-utilization "
-     "in vllmGhost.vllm.args.", True),
-    (r"(?i)(CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
-     r"|insufficient memory|Free memory on device .* is less than desired GPU memory utilization)",
-     "Not enough GPU memory: lower --gpu-memory-utilization or --max-model-len in vllmGhost.vllm.args, "
-     "or stop what else is using the GPU.", True),
-    (r"(?i)(no CUDA GPUs are available|Failed to infer device type|Found no NVIDIA driver"
-     r"|CUDA driver version is insufficient|NVIDIA driver on your system is too old"
-     r"|cudaGetDeviceCount|Torch not compiled with CUDA enabled)",
-     "No usable GPU was found: check nvidia-smi, or install the CPU build (pip install 'vllm-ghost[cpu]').", True),
-    (r"(?i)(gated repo|GatedRepoError|Access to model .* is restricted|401 Client Error)",
-     "The model is gated on the hub: accept its licence and log in (hf auth login), "
-     "or set vllmGhost.model.path to a local copy.", True),
-    (r"(?i)(Repo id must be|does not appear to have a file named|is not a local folder and is not a valid model"
-     r"|Invalid repository ID|HFValidationError|not a valid model identifier|LocalEntryNotFoundError"
-     r"|RepositoryNotFoundError|Repository Not Found|We couldn't connect to|OSError: .* does not exist)",
-     "The model was not found: set vllmGhost.model.path to a local model directory or a hub id "
-     "(and allow downloads, or download it first).", True),
-    (r"(?i)(unrecognized arguments|error: argument|invalid choice)",
-     "vLLM rejected an argument (perhaps removed in this vLLM version): check vllmGhost.vllm.args.", True),
-]
-
-
-def classify(lines: list[str]) -> Diagnosis:
-    """The commonest start-up failures, from vLLM's last output lines: advice and whether retrying can help."""
-    text = "\n".join(lines)
-    for pattern, advice, permanent in _RULES:
-        if re.search(pattern, text):
-            return Diagnosis(advice, permanent)
-    return Diagnosis("vLLM exited during start-up; see the log (vLLM Ghost output) for its last lines.", False)
-
-
-def diagnose(lines: list[str]) -> str:
-    """One sentence for the commonest start-up failures, from vLLM's last output lines."""
-    return classify(lines).advice
 
 
 def _looks_local(path: str) -> bool:

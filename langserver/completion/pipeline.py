@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.confidence import score
-from langserver.completion.context import Budget, Context, RepoContext, build_context
-from langserver.completion.policy import Policy
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
-from langserver.completion.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
-from langserver.completion.stream import OpenStream, read_until_complete
-from langserver.completion.timings import Timings
-from langserver.completion.tokens import CHARS_PER_TOKEN, TokenCounter, counter_for
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.stages.confidence import score
+from langserver.completion.stages.context import Budget, Context, RepoContext, build_context
+from langserver.completion.stages.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
+from langserver.completion.stages.stream import OpenStream, read_until_complete
+from langserver.completion.stages.timings import Timings
+from langserver.completion.stages.tokens import CHARS_PER_TOKEN, TokenCounter, counter_for
 from langserver.settings import Settings
 
 Generate = Callable[[PromptRequest], Awaitable[str]]

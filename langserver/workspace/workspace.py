@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langserver.completion.context import RepoContext
-from langserver.completion.tokens import TokenCounter
+from langserver.completion.stages.context import RepoContext
+from langserver.completion.stages.tokens import TokenCounter
 from langserver.document import Change, TextBuffer
 from langserver.workspace import imports, snippets
 from langserver.workspace.safety import Folder, Guard, is_secret_name, text_problem

@@ -23,7 +23,7 @@ import bisect
 import itertools
 from dataclasses import dataclass
 
-from langserver.completion.tokens import CHARS_PER_TOKEN, TokenCounter
+from langserver.completion.stages.tokens import CHARS_PER_TOKEN, TokenCounter
 
 PREFIX_SHARE = 0.875
 # The prefix window's start moves in steps of this share of its (nominal) budget,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.timings import Timings
+from langserver.completion.stages.timings import Timings
 
 OpenStream = Callable[[PromptRequest], AsyncIterator[Delta]]
 

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from langserver.completion import pipeline
-from langserver.completion.cache import CompletionCache
-from langserver.completion.context import Context, RepoContext
 from langserver.completion.postprocess import Completion
-from langserver.completion.scheduler import Scheduler, at_line_start
-from langserver.completion.stream import OpenStream
-from langserver.completion.timings import Timings, TimingStats
-from langserver.completion.tokens import CharEstimate, TokenCounter
-from langserver.completion.warmup import Warmer
+from langserver.completion.serving.cache import CompletionCache
+from langserver.completion.serving.scheduler import Scheduler, at_line_start
+from langserver.completion.serving.warmup import Warmer
+from langserver.completion.stages.context import Context, RepoContext
+from langserver.completion.stages.stream import OpenStream
+from langserver.completion.stages.timings import Timings, TimingStats
+from langserver.completion.stages.tokens import CharEstimate, TokenCounter
 from langserver.settings import Settings
 
 log = logging.getLogger("vllm-ghost")

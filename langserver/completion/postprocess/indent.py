@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from langserver.completion.context import Context
+from langserver.completion.stages.context import Context
 
 DEFAULT_WIDTH = 4
 # A line that opens a block: the next line may be one level deeper.

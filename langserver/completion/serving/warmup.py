@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.prompt import FIM_SUFFIX
-from langserver.completion.stream import OpenStream, close_stream
+from langserver.completion.stages.prompt import FIM_SUFFIX
+from langserver.completion.stages.stream import OpenStream, close_stream
 
 log = logging.getLogger("vllm-ghost")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-from langserver.completion.context import Context
-from langserver.completion.indent import columns, infer_style, leading, max_plausible_indent
-from langserver.completion.policy import Policy
-from langserver.completion.syntax import imbalance
+from langserver.completion.postprocess.indent import columns, infer_style, leading, max_plausible_indent
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.postprocess.syntax import imbalance
+from langserver.completion.stages.context import Context
 
 _IDENTIFIER = re.compile(r"\w")
 # Up to this many lines above the cursor line may be echoed before the typed part.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langserver.backend.request import STOP_STRINGS, PromptRequest
-from langserver.completion.context import Context
+from langserver.completion.stages.context import Context
 
 SYSTEM_MESSAGE = "You are a code completion assistant."
 FIM_PREFIX = "<|fim_prefix|>"

@@ -24,8 +24,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from langserver.completion.context import Context
-from langserver.completion.policy import Policy
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.stages.context import Context
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}

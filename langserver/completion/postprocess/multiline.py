@@ -24,11 +24,11 @@ from __future__ import annotations
 import functools
 import re
 
-from langserver.completion.context import Context
-from langserver.completion.indent import columns, infer_style, leading
-from langserver.completion.policy import Policy
-from langserver.completion.repeats import cut_repetition, runs_into_suffix
-from langserver.completion.syntax import continuation_lines, imbalance, scan
+from langserver.completion.postprocess.indent import columns, infer_style, leading
+from langserver.completion.postprocess.policy import Policy
+from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
+from langserver.completion.postprocess.syntax import continuation_lines, imbalance, scan
+from langserver.completion.stages.context import Context
 
 _DEFINITION = re.compile(
     r"^[ \t]*(?:(?:export|default|pub(?:\([^)]*\))?|async|static|public|private|protected|internal|abstract"

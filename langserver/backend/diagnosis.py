@@ -1,0 +1,75 @@
+"""Why a launch failed: the commonest start-up failures read from vLLM's last output
+lines, with one sentence of advice each (shared by the supervisor and doctor)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a launch did not serve. `permanent`: retrying the same settings cannot help."""
+
+    message: str
+    permanent: bool = False
+    exit_code: int | None = None
+    # Another window restarted or stopped the shared vLLM: rejoin soon, not a failure to count.
+    expected: bool = False
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    advice: str
+    permanent: bool
+
+_RULES: list[tuple[str, str, bool]] = [
+    (r"cannot start .*: No such file|No such file or directory: '(vllm|python)",
+     "The vLLM command was not found: install vLLM (pip install 'vllm-ghost[gpu]') "
+     "or set vllmGhost.vllm.command.", True),
+    (r"No module named '?vllm'?($|[\s.'])",
+     "vLLM is not installed for that Python: pip install 'vllm-ghost[gpu]', "
+     "or point vllmGhost.vllm.command at the right interpreter.", True),
+    (r"(?i)address already in use",
+     "The port is already in use: set vllmGhost.vllm.port to 0 (pick a free one) or stop the other server.", True),
+    (r"(?i)(fp8e4nv not supported|fp8e4nv data type is not supported|type fp8e4nv not supported"
+     r"|FP8 .*not supported on .*(GPU|device|capability))",
+     "This GPU cannot run FP8 (it needs compute capability 8.9, Ada or newer): use a non-FP8 model or remove "
+     "--kv-cache-dtype fp8 from vllmGhost.vllm.args.", True),
+    (r"(?i)(larger than the available KV cache|estimated maximum model length is"
+     r"|max_num_batched_tokens .* smaller than max_model_len)",
+     "The KV cache does not fit the context length: lower --max-model-len or raise --gpu-memory-utilization "
+     "in vllmGhost.vllm.args.", True),
+    (r"(?i)(CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks"
+     r"|insufficient memory|Free memory on device .* is less than desired GPU memory utilization)",
+     "Not enough GPU memory: lower --gpu-memory-utilization or --max-model-len in vllmGhost.vllm.args, "
+     "or stop what else is using the GPU.", True),
+    (r"(?i)(no CUDA GPUs are available|Failed to infer device type|Found no NVIDIA driver"
+     r"|CUDA driver version is insufficient|NVIDIA driver on your system is too old"
+     r"|cudaGetDeviceCount|Torch not compiled with CUDA enabled)",
+     "No usable GPU was found: check nvidia-smi, or install the CPU build (pip install 'vllm-ghost[cpu]').", True),
+    (r"(?i)(gated repo|GatedRepoError|Access to model .* is restricted|401 Client Error)",
+     "The model is gated on the hub: accept its licence and log in (hf auth login), "
+     "or set vllmGhost.model.path to a local copy.", True),
+    (r"(?i)(Repo id must be|does not appear to have a file named|is not a local folder and is not a valid model"
+     r"|Invalid repository ID|HFValidationError|not a valid model identifier|LocalEntryNotFoundError"
+     r"|RepositoryNotFoundError|Repository Not Found|We couldn't connect to|OSError: .* does not exist)",
+     "The model was not found: set vllmGhost.model.path to a local model directory or a hub id "
+     "(and allow downloads, or download it first).", True),
+    (r"(?i)(unrecognized arguments|error: argument|invalid choice)",
+     "vLLM rejected an argument (perhaps removed in this vLLM version): check vllmGhost.vllm.args.", True),
+]
+
+
+def classify(lines: list[str]) -> Diagnosis:
+    """The commonest start-up failures, from vLLM's last output lines: advice and whether retrying can help."""
+    text = "\n".join(lines)
+    for pattern, advice, permanent in _RULES:
+        if re.search(pattern, text):
+            return Diagnosis(advice, permanent)
+    return Diagnosis("vLLM exited during start-up; see the log (vLLM Ghost output) for its last lines.", False)
+
+
+def diagnose(lines: list[str]) -> str:
+    """One sentence for the commonest start-up failures, from vLLM's last output lines."""
+    return classify(lines).advice

