@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import signal
-import ssl
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
+from bench.vllm_process import (
+    VllmServer,
+    private_registry,
+    start_vllm,
+    stop_vllm,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = json.loads((ROOT / "tests" / "data" / "fim_examples.json").read_text())
-EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
-# The prompt the tiny model answers with endless repetition: a generation that runs to max_tokens.
-RAMBLE = json.loads((ROOT / "tests" / "data" / "ramble.json").read_text())
-MODEL_NAME = "tiny"
-# The shared-vLLM registry (langserver/backend/shared.py) of this test run alone: the servers
-# the tests start find each other's vLLM there, never a developer's own.
-os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="vllm-ghost-tests-run-")
-# vLLM's CPU backend on 2 cores, with a small share of the CPU (tests/low_cpu_share.py says why).
-VLLM_COMMAND = [sys.executable, str(ROOT / "tests" / "low_cpu_share.py"), sys.executable,
-                "-m", "vllm.entrypoints.openai.api_server"]
-# Eager mode, 1 GiB KV cache, float32 as trained.
-VLLM_ARGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"]
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-# The confidence gate is off for the tiny model: it is no code model (the default threshold
-# was chosen on small-coder), and the tests of everything else must see every answer.
-TINY_GATE = 0
-
-
-def example(name: str) -> dict[str, str]:
-    return EXAMPLES_BY_NAME[name]
+# The shared-vLLM registry of this test run alone.
+private_registry()
 
 
 @pytest.fixture(scope="session")
@@ -51,113 +31,12 @@ def test_model() -> Path:
     return Path(path)
 
 
-def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
-    """initializationOptions for a server that manages vLLM-CPU with the tiny model."""
-    return {
-        "model": {"path": str(model), "name": MODEL_NAME},
-        "vllm": {
-            "command": VLLM_COMMAND,
-            "args": VLLM_ARGS,
-            "env": VLLM_ENV,
-            "startupTimeoutS": 300,
-            "idleGraceS": 0,  # the last server to go stops it at once (tests/test_shared.py covers the grace)
-        },
-        "completion": {"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion},
-    }
-
-
-@dataclass
-class VllmServer:
-    url: str  # base URL without /v1
-    api_key: str
-    process: subprocess.Popen[bytes]
-
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus counter/gauge over its label sets."""
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_vllm(model: Path, api_key: str, log_path: Path, tls: tuple[Path, Path] | None = None,
-               name: str = MODEL_NAME, args: list[str] | None = None, low_share: bool = True) -> VllmServer:
-    """A vLLM the test owns; api_key "" = no key; tls = (certfile, keyfile) serves https;
-    `args` replace VLLM_ARGS (another model's context length); low_share=False runs it at
-    normal priority (a benchmark's throughput run)."""
-    port = _free_port()
-    env = {**os.environ, **VLLM_ENV}
-    env.pop("VLLM_API_KEY", None)
-    if api_key:
-        env["VLLM_API_KEY"] = api_key
-    tls_args = ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [*(VLLM_COMMAND if low_share else VLLM_COMMAND[2:]), "--model", str(model),
-         "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
-         *(VLLM_ARGS if args is None else args), *tls_args],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode}: {log_path.read_text()[-3000:]}")
-        try:
-            verify = ssl.create_default_context(cafile=str(tls[0])) if tls else True
-            if httpx.get(url + "/health", timeout=2, verify=verify).status_code == 200:
-                return VllmServer(url=url, api_key=api_key, process=process)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_vllm(process)
-    raise RuntimeError("vLLM did not start within 300 s")
-
-
-def stop_vllm(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="session")
 def external_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """A vLLM the test starts itself, for external mode (with an API key)."""
     server = start_vllm(test_model, secrets.token_urlsafe(16), tmp_path_factory.mktemp("vllm") / "vllm.log")
     yield server
     stop_vllm(server.process)
-
-
-def external_options(server: VllmServer, **completion: Any) -> dict[str, Any]:
-    return {
-        "backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
-        "model": {"name": MODEL_NAME},
-        "completion": {"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion},
-    }
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

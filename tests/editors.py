@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import example, managed_options
+from bench.vllm_process import example, managed_options
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "examples" / "editors"
@@ -56,7 +56,10 @@ def configured(text: str, replacements: dict[str, tuple[str, str]]) -> str:
     exactly once, so a README configuration that changes shape fails here instead of being skipped.
     """
     for name, (pattern, replacement) in replacements.items():
-        text, count = re.subn(pattern, lambda _, new=replacement: new, text, flags=re.MULTILINE | re.DOTALL)
+        def literal(_: re.Match[str], new: str = replacement) -> str:  # no backslash processing
+            return new
+
+        text, count = re.subn(pattern, literal, text, flags=re.MULTILINE | re.DOTALL)
         assert count == 1, f"the example configuration's {name} assignment was not found once ({count})"
     return text
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.lsp_client import GhostClient
+from bench.lsp import GhostClient
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTED = ROOT / "tests" / "scripted_server.py"

@@ -1,5 +1,5 @@
 """The GPU benchmark's parts on the CPU: the model dir has Qwen3-Coder-30B-A3B's shape, and the
-typists replay (scripts/gpu_typists.py) drives real language servers against a real vLLM and
+typists replay (bench/gpu_typists.py) drives real language servers against a real vLLM and
 reports what each level of typists saw and cost."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_NAME, VllmServer
+from bench.vllm_process import MODEL_NAME, VllmServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
@@ -19,8 +19,8 @@ SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
 
 def test_model_dir_has_the_30b_a3b_shape_and_the_tokenizers_vocab(tmp_path: Path, test_model: Path) -> None:
     target = tmp_path / "model"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_bench.py"), "model-dir", str(target),
-                    "--tokenizer", str(test_model)], check=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "bench.gpu", "model-dir", str(target),
+                    "--tokenizer", str(test_model)], check=True, timeout=60, cwd=ROOT)
     config = json.loads((target / "config.json").read_text())
     shape = {key: config[key] for key in ("architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
                                           "num_key_value_heads", "head_dim", "num_experts", "num_experts_per_tok",
@@ -40,9 +40,9 @@ def test_typists_replay_through_real_servers(external_vllm: VllmServer, test_mod
                                  "name": MODEL_NAME}))
     out = tmp_path / "typists.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gpu_typists.py"), "--state", str(state), "--users", "1", "2",
+        [sys.executable, "-m", "bench.gpu_typists", "--state", str(state), "--users", "1", "2",
          "--regions", "1", "--lines", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False)
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert external_vllm.api_key not in result.stdout + result.stderr + out.read_text()
     levels = json.loads(out.read_text())["levels"]

@@ -17,8 +17,8 @@ DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
 @pytest.mark.skipif(not DATA.is_dir(), reason="HumanEval-infilling data not beside the repository")
 def test_bench_quality_subset_meets_the_targets() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench-quality"), "--limit", "12", "--jobs", "2"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-m", "bench.quality", "--limit", "12", "--jobs", "2"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
     )
     output = result.stdout
     assert "Ablation" in output, result.stderr
@@ -38,8 +38,7 @@ def test_own_random_spans_stand_in_for_the_missing_official_file() -> None:
     """Without HumanEval-RandomSpanInfilling the model bench draws its own spans: 10 per
     problem, the same on every run, each a cut of the whole canonical program whose
     canonical span passes the problem's tests (so a failure is the model's, not the cut's)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import quality_model
+    from bench import quality_model
 
     if (DATA / quality_model.SPLIT_FILES["random-span"]).is_file():
         pytest.skip("the official random-span file is there: the bench uses it")

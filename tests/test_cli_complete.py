@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import example, managed_options
+from bench.vllm_process import example, managed_options
 
 pytestmark = pytest.mark.vllm
 

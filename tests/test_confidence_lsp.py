@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
-from tests.conftest import ROOT, VllmServer, start_vllm, stop_vllm
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import VllmServer, start_vllm, stop_vllm
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import example
+from bench.vllm_process import example
 from tests.editors import (
     EXAMPLE,
     EXAMPLES_DIR,

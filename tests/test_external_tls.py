@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VllmServer, example, external_options, start_vllm, stop_vllm
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import VllmServer, example, external_options, start_vllm, stop_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -36,7 +36,7 @@ async def completes(options: dict[str, object]) -> tuple[list[str], GhostClient]
     uri = client.open(text)
     items = await client.complete(uri, *position_of(text, len(case["prefix"])))
     await client.close_session()
-    return [item.insert_text for item in items], client
+    return [str(item.insert_text) for item in items], client
 
 
 async def test_https_with_custom_ca_bundle_and_no_key(tls_vllm: tuple[VllmServer, Path]) -> None:

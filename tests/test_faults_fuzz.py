@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
 
+from bench.lsp import GhostClient
 from tests.fault_tools import (
     ScriptedProcess,
     TextProbe,
@@ -40,7 +41,6 @@ from tests.fault_tools import (
     record,
     script,
 )
-from tests.lsp_client import GhostClient
 
 pytestmark = pytest.mark.faults
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from bench.lsp import GhostClient
 from tests.fault_tools import (
     ScriptedProcess,
     describe,
@@ -37,7 +38,6 @@ from tests.fault_tools import (
     wait_new_status,
     wait_no_leftovers,
 )
-from tests.lsp_client import GhostClient
 
 pytestmark = pytest.mark.faults
 

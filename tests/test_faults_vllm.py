@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.conftest import example, managed_options
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import example, managed_options
 from tests.fault_tools import (
     Proc,
     describe,
@@ -39,7 +40,6 @@ from tests.fault_tools import (
     wait_new_status,
     wait_no_leftovers,
 )
-from tests.lsp_client import GhostClient, position_of
 
 pytestmark = [pytest.mark.vllm, pytest.mark.faults]
 TAG_ENV = "VLLM_GHOST_FAULT_TAG"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from tests.conftest import VllmServer, external_options
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import VllmServer, external_options
 
 pytestmark = pytest.mark.vllm
 

@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from tests.conftest import RAMBLE, VllmServer, example, external_options
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import RAMBLE, VllmServer, example, external_options
 
 pytestmark = pytest.mark.vllm
 # Close to the tiny model's 4096-token context: the ramble prompt then runs for seconds.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
-from tests.lsp_client import GhostClient
+from bench.lsp import GhostClient
 
 
 async def test_invalid_settings_fall_back_with_a_message_naming_the_key() -> None:

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from tests.conftest import EXAMPLES, example, group_alive, managed_options
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import EXAMPLES, example, group_alive, managed_options
 
 pytestmark = pytest.mark.vllm
 

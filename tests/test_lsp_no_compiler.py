@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import example, managed_options
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import example, managed_options
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -25,11 +25,11 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from bench.lsp import GhostClient
+from bench.vllm_process import group_alive
 from langserver.backend.shared import Member, Registry, SharedState, identity
 from langserver.settings import parse_settings
-from tests.conftest import group_alive
 from tests.fault_tools import launch, leftovers, managed_scripted_options, record, states, tree, wait_new_status
-from tests.lsp_client import GhostClient
 
 pytestmark = pytest.mark.faults
 

@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from tests.conftest import VllmServer, example, external_options
-from tests.lsp_client import GhostClient, position_of
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import VllmServer, example, external_options
 
 pytestmark = pytest.mark.vllm
 
@@ -155,7 +155,7 @@ async def _generated_for(client: GhostClient, server: VllmServer, multiline: str
     before = server.metric("vllm:generation_tokens_total")
     items = await client.complete(uri, *position_of(text, len(case["prefix"])))
     await asyncio.sleep(0.5)  # let the abort land before reading the counter
-    return items[0].insert_text if items else "", server.metric("vllm:generation_tokens_total") - before
+    return str(items[0].insert_text) if items else "", server.metric("vllm:generation_tokens_total") - before
 
 
 async def test_single_line_mode_stops_the_stream_at_the_line_end(client: GhostClient,

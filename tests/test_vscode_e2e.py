@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import MODEL_NAME, example
+from bench.vllm_process import MODEL_NAME, example
 from tests.vscode_harness import (
     Tools,
     cursor_of,

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Release, example
+from bench.vllm_process import example
+from tests.conftest import Release
 from tests.vscode_harness import (
     Tools,
     cursor_of,

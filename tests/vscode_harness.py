@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV
+from bench.vllm_process import MODEL_NAME, VLLM_ARGS, VLLM_COMMAND, VLLM_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".cache" / "vscode-test" / "env.json"

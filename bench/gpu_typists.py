@@ -1,9 +1,9 @@
 """N concurrent typists against one vLLM, each through its own language server (issue 15).
 
-Each typist is a real LSP session over stdio (`python -m langserver`, tests/lsp_client.py's
-client) in external backend mode, pointed at the vLLM that `scripts/gpu_bench.py serve` started
+Each typist is a real LSP session over stdio (`python -m langserver`, bench/lsp.py's
+client) in external backend mode, pointed at the vLLM that `bench/gpu.py serve` started
 (its state file gives the url and the key, which reaches the servers by environment only). Each
-replays its own seeded typing trace, built and typed by scripts/bench-typing's machinery (didChange
+replays its own seeded typing trace, built and typed by bench/typing_replay.py's machinery (didChange
 per key, an inlineCompletion request per key, `$/cancelRequest` for the one still pending; pauses
 after Enter and at region ends). All typists of one level type at once, each starting within the
 first 2 s.
@@ -15,15 +15,13 @@ costs), and what vLLM did (its /metrics before and after: requests, prompt and g
 prefix-cache hit rate). vLLM's prefix cache is reset before each level. The client event loop's lag
 is reported too: one process drives every typist, so a late loop would inflate the latencies.
 
-    python3 scripts/gpu_typists.py --state /tmp/g/vllm.json --users 1 4 16 64 --out $OUT/typists.json
+    python3 -m bench.gpu_typists --state /tmp/g/vllm.json --users 1 4 16 64 --out $OUT/typists.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.machinery
-import importlib.util
 import json
 import os
 import random
@@ -33,32 +31,18 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from lsprotocol import types
+
+from bench import typing_replay as typing_bench
+from bench.lsp import GhostClient
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lsprotocol import types  # noqa: E402
-
-from tests.lsp_client import GhostClient  # noqa: E402
-
 ENDPOINT = "/v1/chat/completions"  # chat-fim, the default prompt format
 TIMING = re.compile(r"(\w+)=([\d.]+)ms")
 
 
-def bench_typing() -> ModuleType:
-    """scripts/bench-typing (a script without .py) as a module: its trace and replay machinery."""
-    loader = importlib.machinery.SourceFileLoader("bench_typing", str(ROOT / "scripts" / "bench-typing"))
-    spec = importlib.util.spec_from_loader("bench_typing", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_typing"] = module  # its dataclasses look their module up
-    loader.exec_module(module)
-    return module
-
-
-typing_bench = bench_typing()
 
 
 def options(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -200,7 +184,7 @@ def table(levels: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state", type=Path, required=True, help="scripts/gpu_bench.py serve's state file")
+    parser.add_argument("--state", type=Path, required=True, help="bench/gpu.py serve's state file")
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py")
     parser.add_argument("--regions", type=int, default=3, help="regions each typist types")

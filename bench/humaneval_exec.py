@@ -125,3 +125,8 @@ def execute(source: str) -> bool:
     except (SyntaxError, ValueError):
         return False
     return _RUNNER.run(source)
+
+
+def stop() -> None:
+    """End the runner's child (it is started again by the next `execute`)."""
+    _RUNNER.stop()
