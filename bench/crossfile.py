@@ -51,10 +51,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from lsprotocol import types
 
 from bench.lsp import GhostClient, position_of
+from bench.metrics import read_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder"
@@ -247,11 +247,7 @@ def options(model: Path, prompt_format: str, sources: list[str] | None) -> dict[
 
 
 def prompt_tokens(root: str) -> float:
-    total = 0.0
-    for line in httpx.get(root + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("vllm:prompt_tokens_total"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return read_metric(root, "vllm:prompt_tokens_total")
 
 
 async def status(client: GhostClient, *arguments: str) -> dict[str, Any]:

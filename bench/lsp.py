@@ -145,6 +145,20 @@ class GhostClient(LanguageClient):
         await self.stop()
 
 
+async def start_session(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", "error"),
+                        timeout: float = 60.0, env: dict[str, str] | None = None,
+                        root: Path = ROOT) -> GhostClient:
+    """A language server over stdio, initialised with `options` (`root`: its workspace folder),
+    once its status is one of `wait_for` (empty: at once). The one way the tests and the
+    benchmarks start one."""
+    client = GhostClient()
+    await client.launch(env)
+    await client.open_session(options, root=root)
+    if wait_for:
+        await client.wait_status(*wait_for, timeout=timeout)
+    return client
+
+
 def _plain(value: Any) -> Any:
     """Notification params arrive as attribute objects; tests want dicts."""
     if isinstance(value, dict):

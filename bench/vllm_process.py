@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.metrics import metric_sum
+from bench.metrics import read_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES: list[dict[str, str]] = json.loads((ROOT / "tests" / "data" / "fim_examples.json").read_text())
@@ -49,7 +49,7 @@ def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
             "args": VLLM_ARGS,
             "env": VLLM_ENV,
             "startupTimeoutS": 300,
-            "idleGraceS": 0,  # the last server to go stops it at once (tests/test_shared.py covers the grace)
+            "idleGraceS": 0,  # the last server to go stops it at once (tests/faults/test_shared.py covers the grace)
         },
         "completion": {"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion},
     }
@@ -63,7 +63,7 @@ class VllmServer:
 
     def metric(self, name: str) -> float:
         """Sum of a Prometheus counter/gauge over its label sets."""
-        return metric_sum(httpx.get(self.url + "/metrics", timeout=5).text, name)
+        return read_metric(self.url, name, timeout=5)
 
 
 def _free_port() -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from bench.lsp import GhostClient, start_session
 from bench.vllm_process import (
     VllmServer,
     private_registry,
@@ -29,6 +32,27 @@ def test_model() -> Path:
     if not path or not (Path(path) / "config.json").is_file():
         pytest.fail("VLLM_GHOST_TEST_MODEL is not set to a built test model: run the tests through scripts/test")
     return Path(path)
+
+
+ReadyServer = Callable[..., Awaitable[GhostClient]]
+
+
+@pytest_asyncio.fixture
+async def ready_server() -> AsyncIterator[ReadyServer]:
+    """Starts a language server with the given initializationOptions (and start_session's other
+    arguments), asserts that it became ready, and closes every one it started after the test."""
+    started: list[GhostClient] = []
+
+    async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
+        client = await start_session(options, **kwargs)
+        started.append(client)
+        status = await client.wait_status("ready", "error")  # the one start_session waited for
+        assert status["state"] == "ready", status
+        return client
+
+    yield start
+    for client in started:
+        await client.close_session()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bench.lsp import GhostClient
+from bench.lsp import GhostClient, start_session
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTED = ROOT / "tests" / "scripted_server.py"
@@ -184,12 +184,7 @@ def describe(procs: list[Proc]) -> str:
 # --- language server sessions ---------------------------------------------------------------------
 async def launch(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", "error"),
                  timeout: float = 60.0) -> GhostClient:
-    client = GhostClient()
-    await client.launch()
-    await client.open_session(options)
-    if wait_for:
-        await client.wait_status(*wait_for, timeout=timeout)
-    return client
+    return await start_session(options, wait_for, timeout)
 
 
 async def wait_new_status(client: GhostClient, mark: int, *wanted: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What the code-server tests share: the tools scripts/setup-vscode-test installs, a throw-away
 VS Code profile (home, user data, extensions, workspace) with the VSIX installed, the settings
 that keep VS Code quiet, and code-server itself (start, wait for /healthz, stop, keep its logs).
-tests/test_vscode_e2e.py and tests/test_vscode_first_run.py differ only in what they test."""
+tests/editors_e2e/test_vscode_e2e.py and tests/editors_e2e/test_vscode_first_run.py differ only in what they test."""
 
 from __future__ import annotations
 

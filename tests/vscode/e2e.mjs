@@ -1,5 +1,5 @@
 // Drives a running code-server in Debian's Chromium (playwright-core, no browser download) through
-// the vLLM Ghost scenario. Run by tests/test_vscode_e2e.py, which starts code-server, installs the
+// the vLLM Ghost scenario. Run by tests/editors_e2e/test_vscode_e2e.py, which starts code-server, installs the
 // VSIX, writes the user settings and the file, and asserts on the JSON this prints last:
 //   node e2e.mjs <config.json>
 // config: {url, folder, file, fileName, line, column, typed, expected, artifacts, settingsFile,

@@ -1,5 +1,5 @@
 // First run without a server, in code-server driven by Debian's Chromium (playwright-core). Run by
-// tests/test_vscode_first_run.py, which installs the release VSIX (it carries the server's wheel) with
+// tests/editors_e2e/test_vscode_first_run.py, which installs the release VSIX (it carries the server's wheel) with
 // no server configured and none on PATH, and asserts on the JSON this prints last:
 //   node first_run.mjs <config.json>
 // config: {url, folder, fileName, line, column, typed, expected, wheel, artifacts, readyTimeoutMs,

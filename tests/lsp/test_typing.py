@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
+from bench.metrics import read_metric
 from bench.vllm_process import VllmServer, example, external_options
 
 pytestmark = pytest.mark.vllm
@@ -29,12 +29,7 @@ CHAT_HANDLER = 'handler="/v1/chat/completions"'
 
 def backend_requests(server: VllmServer) -> float:
     """HTTP requests vLLM received on the chat endpoint (aborted ones included)."""
-    text = httpx.get(server.url + "/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("http_requests_total{") and CHAT_HANDLER in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return read_metric(server.url, "http_requests_total", having=CHAT_HANDLER, timeout=5)
 
 
 async def settled_requests(server: VllmServer, timeout: float = 10.0) -> float:
@@ -52,10 +47,8 @@ async def settled_requests(server: VllmServer, timeout: float = 10.0) -> float:
 
 @pytest_asyncio.fixture(scope="module")
 async def client(external_vllm: VllmServer) -> AsyncIterator[GhostClient]:
-    client = GhostClient()
-    await client.launch()
-    await client.open_session(external_options(external_vllm))
-    status = await client.wait_status("ready", "error", timeout=60)
+    client = await start_session(external_options(external_vllm))
+    status = await client.wait_status("ready", "error")  # the one start_session waited for
     assert status["state"] == "ready", status
     yield client
     await client.close_session()

@@ -32,7 +32,7 @@ from langserver.completion.postprocess.repeats import (
 )
 from langserver.completion.stages.context import Context
 
-EXAMPLES = json.loads((Path(__file__).parent / "data" / "fim_examples.json").read_text(encoding="utf-8"))
+EXAMPLES = json.loads((Path(__file__).parents[1] / "data" / "fim_examples.json").read_text(encoding="utf-8"))
 POLICY = Policy()
 
 FUNC = "def total(values):\n    result = 0\n    "

@@ -13,7 +13,7 @@ import pytest
 
 from bench.vllm_process import MODEL_NAME, VllmServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
 
 

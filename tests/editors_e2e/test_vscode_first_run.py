@@ -7,7 +7,7 @@ ready, shows the memorised ghost text, and starts from the venv again after Rest
 What the test affords: the venv gets the language server alone (the "Language server only" choice,
 which a user with vLLM installed elsewhere or an external vLLM picks); vLLM itself is the project's
 .venv, through vllm.command (the tests' usual settings). The `[gpu]` choice adds vLLM and a CUDA
-PyTorch (gigabytes), which a test cannot download; tests/test_release.py checks that it resolves.
+PyTorch (gigabytes), which a test cannot download; tests/packaging/test_release.py checks that it resolves.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tests.vscode_harness import (
     tools_fixture,  # noqa: F401  (the fixture `tools`)
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "vscode-first-run"
 SCRIPT = ROOT / "tests" / "vscode" / "first_run.mjs"
 EXAMPLE = "py_typed_char"

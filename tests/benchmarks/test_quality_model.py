@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT.parent / "shared" / "models" / "small-coder"
 DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
 # scripts/bench-quality is a thin entry point to this module.

@@ -45,7 +45,7 @@ from tests.vscode_harness import (
     tools_fixture,  # noqa: F401  (the fixture `tools`)
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "vscode"
 E2E_SCRIPT = ROOT / "tests" / "vscode" / "e2e.mjs"
 EXAMPLE = "py_typed_char"

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.vllm_process import RAMBLE, VllmServer, example, external_options
 
 pytestmark = pytest.mark.vllm
@@ -21,10 +21,8 @@ MAX_TOKENS = 3900
 
 @pytest_asyncio.fixture(scope="module")
 async def client(external_vllm: VllmServer) -> AsyncIterator[GhostClient]:
-    client = GhostClient()
-    await client.launch()
-    await client.open_session(external_options(external_vllm, maxTokens=MAX_TOKENS))
-    status = await client.wait_status("ready", "error", timeout=60)
+    client = await start_session(external_options(external_vllm, maxTokens=MAX_TOKENS))
+    status = await client.wait_status("ready", "error")  # the one start_session waited for
     assert status["state"] == "ready", status
     yield client
     await client.close_session()

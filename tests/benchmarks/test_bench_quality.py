@@ -1,5 +1,5 @@
 """The scripted-noise quality benchmark on a small spread-out subset: no damage, every noisy mode
-recovered. (The model benchmark, `--model`, is tests/test_quality_model.py.)"""
+recovered. (The model benchmark, `--model`, is tests/benchmarks/test_quality_model.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
 
 

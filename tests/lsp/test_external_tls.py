@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.vllm_process import VllmServer, example, external_options, start_vllm, stop_vllm
 
 pytestmark = pytest.mark.vllm
@@ -27,10 +27,7 @@ def tls_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 async def completes(options: dict[str, object]) -> tuple[list[str], GhostClient]:
-    client = GhostClient()
-    await client.launch()
-    await client.open_session(options)
-    await client.wait_status("ready", "error", timeout=60)
+    client = await start_session(options)
     case = example("py_dict_literal")
     text = case["prefix"] + case["suffix"]
     uri = client.open(text)

@@ -14,7 +14,7 @@ import pytest
 
 from langserver.settings import _RANGES, Settings, camel, to_wire
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "vscode-client"
 ENV_FILE = ROOT / ".cache" / "vscode-test" / "env.json"
 PROPERTIES: dict[str, dict[str, Any]] = json.loads((CLIENT / "package.json").read_text())["contributes"][

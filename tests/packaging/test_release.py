@@ -23,7 +23,7 @@ from packaging.version import Version
 
 from tests.conftest import Release
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def versions() -> tuple[str, str]:

@@ -8,7 +8,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "langserver"
 STAGES = "langserver.completion.stages"
 POSTPROCESS = "langserver.completion.postprocess"

@@ -4,7 +4,7 @@ window, Restart Model for everyone, a stale registration, a killed launcher.
 
 Each server is a real language server process over stdio. The managed "vLLM" is the
 scripted server (tests/scripted_server.py): what is under test is who starts, joins
-and stops the process, and a real vLLM would add 30 s per start. tests/test_lsp_managed.py
+and stops the process, and a real vLLM would add 30 s per start. tests/lsp/test_lsp_managed.py
 joins a second server to a real vLLM.
 """
 
