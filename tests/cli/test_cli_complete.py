@@ -19,7 +19,12 @@ pytestmark = pytest.mark.vllm
 async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "langserver", *args, cwd=cwd,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 600)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 600)
+    except TimeoutError:
+        process.terminate()  # the CLI stops the vLLM it started
+        await process.wait()
+        raise
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
