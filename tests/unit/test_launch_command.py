@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from langserver.backend.vllm import build_launch, resolve_command
+from langserver.backend.launch import build_launch, resolve_command
 from langserver.settings import DEFAULT_COMMAND, Settings, VllmSettings
 
 
