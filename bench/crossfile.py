@@ -55,6 +55,7 @@ from lsprotocol import types
 
 from bench.lsp import GhostClient, position_of
 from bench.metrics import read_metric
+from bench.models import model_len
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder"
@@ -220,18 +221,6 @@ def bootstrap(deltas: list[float], rng: random.Random, resamples: int = 2000) ->
 
 
 # --- the server ----------------------------------------------------------------------------------
-def model_len(model: Path) -> int:
-    """The context the model was trained at (training.json's seq), else its config's, at most 4096."""
-    for name, key in (("training.json", "seq"), ("config.json", "max_position_embeddings")):
-        try:
-            value = json.loads((model / name).read_text()).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, int) and value > 0:
-            return min(4096, value)
-    return 4096
-
-
 def options(model: Path, prompt_format: str, sources: list[str] | None) -> dict[str, Any]:
     cross_file: dict[str, Any] = {"enabled": sources is not None}
     if sources is not None:

@@ -54,6 +54,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parent.parent
 
 from bench.humaneval_exec import execute  # noqa: E402  (after the environment above)
+from bench.models import trained_length  # noqa: E402
 from bench.vllm_process import MODEL_NAME as served  # noqa: E402
 from bench.vllm_process import VLLM_ARGS, private_registry, start_vllm, stop_vllm  # noqa: E402
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
@@ -109,18 +110,6 @@ def model_missing(model: Path, data: Path) -> str | None:
     if not (data / SPLIT_FILES["single-line"]).is_file():
         return f"no HumanEval-infilling data at {data}"
     return None
-
-
-def trained_length(model: Path) -> int:
-    """The context the model was trained at (training.json's seq), else its config's."""
-    for name, key in (("training.json", "seq"), ("config.json", "max_position_embeddings")):
-        try:
-            value = json.loads((model / name).read_text()).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
 
 
 # --- cases ---------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ import httpx
 from lsprotocol import types
 
 from bench.lsp import GhostClient, position_of
+from bench.models import model_len
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> (completion.debounceMs, completion.warmPrefixCache, completion.crossFile.enabled)
@@ -244,19 +245,6 @@ async def reset_prefix_cache(root: str) -> bool:
 
 
 # --- one policy ------------------------------------------------------------------------------
-def model_len(model: Path) -> int:
-    """The context the model was trained at (training.json's seq: small-coder's 3,072), else its
-    config's max_position_embeddings, at most 4096."""
-    for name, key in (("training.json", "seq"), ("config.json", "max_position_embeddings")):
-        try:
-            value = json.loads((model / name).read_text()).get(key)
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, int) and value > 0:
-            return min(4096, value)
-    return 4096
-
-
 def options(model: Path, debounce_ms: int, max_tokens: int, block_size: int = 0,
             prefix_warm_up: bool = True, cross_file: bool = False,
             min_confidence: float | None = None) -> dict[str, Any]:
