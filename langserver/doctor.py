@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
-from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use
+from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use, resolve_command
 from langserver.backend.shared import Registry, all_states
 from langserver.settings import Settings
 
@@ -108,7 +108,7 @@ def check_settings(problems: list[str]) -> list[Finding]:
 
 def check_vllm(command: tuple[str, ...], env: Mapping[str, str]) -> tuple[Finding, VllmProbe | None]:
     """Import vLLM in the Python that vllm.command runs."""
-    program = shutil.which(command[0], path=env.get("PATH"))
+    program = shutil.which(resolve_command(command, env)[0], path=env.get("PATH"))
     if program is None:
         return Finding("vllm", "fail", f"the vLLM command {command[0]!r} was not found. Fix: pip install "
                        "'vllm-ghost[gpu]' in this environment, or set vllm.command "

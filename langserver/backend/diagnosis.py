@@ -30,6 +30,12 @@ _RULES: list[tuple[str, str, bool]] = [
     (r"No module named '?vllm'?($|[\s.'])",
      "vLLM is not installed for that Python: pip install 'vllm-ghost[gpu]', "
      "or point vllmGhost.vllm.command at the right interpreter.", True),
+    # Seen on an H100 (vLLM 0.26): a vLLM missing one of its compiled parts fails while it inspects the
+    # model, the same way on every try; retrying for minutes only hides the cause.
+    (r"(?i)(Model architectures \[.*\] failed to be inspected|requires the CUDA flash attention extensions"
+     r"|ModuleNotFoundError: No module named '(?!vllm['.])[\w.]+')",
+     "vLLM's installation is incomplete (a module it needs is missing; the log's ImportError names it): "
+     "reinstall vLLM for this Python, e.g. pip install --force-reinstall vllm.", True),
     (r"(?i)address already in use",
      "The port is already in use: set vllmGhost.vllm.port to 0 (pick a free one) or stop the other server.", True),
     (r"(?i)(fp8e4nv not supported|fp8e4nv data type is not supported|type fp8e4nv not supported"

@@ -35,6 +35,7 @@ from langserver.backend.launch import (
     is_loopback,
     missing_compiler,
     port_in_use,
+    resolve_command,
     strip_secret_flags,
 )
 from langserver.backend.shared import Member, Registry, SharedState
@@ -140,7 +141,10 @@ class ManagedVllm:
         if vllm.port and port_in_use(vllm.host, vllm.port):
             return Failure(f"Port {vllm.port} on {vllm.host} is already in use: set vllmGhost.vllm.port "
                            "to 0 (pick a free one) or stop the other server.", permanent=True)
-        if shutil.which(vllm.command[0]) is None:
+        # The command as it will run: the default `vllm serve` may resolve to this Python's vLLM
+        # module where no `vllm` script is on PATH (the GPU machine's install has none).
+        program = resolve_command(vllm.command, {**os.environ, **vllm.env})[0]
+        if shutil.which(program, path=vllm.env.get("PATH", os.environ.get("PATH"))) is None:
             return Failure(f"The vLLM command {vllm.command[0]!r} was not found: install vLLM "
                            "(pip install 'vllm-ghost[gpu]') or set vllmGhost.vllm.command.", permanent=True)
         path = self.settings.model.path

@@ -69,11 +69,27 @@ REPORTED_GATED = [
 ]
 REPORTED_NO_VLLM = ["/usr/bin/python3: Error while finding module specification for "
                     "'vllm.entrypoints.openai.api_server' (ModuleNotFoundError: No module named 'vllm')"]
+# Captured on the H100 device machine (2026-12-06, vLLM 0.26.0 without its FlashAttention and FlashInfer parts):
+# vLLM exited this way six times in a row while the status only said "exited during start-up".
+CAPTURED_GPU_INCOMPLETE_VLLM = [
+    "(APIServer pid=708) ERROR 12-06 02:28:39 [registry.py:1019] ImportError: vllm.vllm_flash_attn requires the "
+    "CUDA flash attention extensions (_vllm_fa2_C or _vllm_fa3_C). On ROCm, use upstream flash_attn.",
+    "(APIServer pid=708) pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
+    "(APIServer pid=708)   Value error, Model architectures ['Qwen3MoeForCausalLM'] failed to be inspected. Please "
+    "check the logs for more details. [type=value_error, input_value=ArgsKwargs((), {'model': ...}), "
+    "input_type=ArgsKwargs]",
+]
+CAPTURED_GPU_NO_FLASHINFER = [
+    "(EngineCore pid=3068) ERROR 12-06 02:41:06 [core.py:1330] ModuleNotFoundError: No module named 'flashinfer'",
+    "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+]
 GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or directory"]
 
 
 @pytest.mark.parametrize(("lines", "says"), [
     (CAPTURED_MISSING_MODEL, "model was not found"),
+    (CAPTURED_GPU_INCOMPLETE_VLLM, "installation is incomplete"),
+    (CAPTURED_GPU_NO_FLASHINFER, "installation is incomplete"),
     (CAPTURED_OFFLINE_HUB_ID, "model was not found"),
     (CAPTURED_PORT_IN_USE, "port is already in use"),
     (CAPTURED_REMOVED_FLAG, "rejected an argument"),

@@ -50,3 +50,27 @@ def test_without_any_vllm_the_name_stays_for_the_diagnosis(tmp_path: Path, monke
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path)}) == ["vllm", "serve"]
+
+
+def test_preflight_accepts_the_default_when_only_the_module_is_there(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the H100 (2026-12-06) the server refused at once with "The vLLM command 'vllm' was not found"
+    although vLLM was importable: the pre-start check looked for `vllm` on PATH instead of the command
+    that would run."""
+    from langserver.backend.vllm import ManagedVllm
+
+    python = executable(tmp_path / "site" / "python3")  # no `vllm` beside it, none on PATH
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    vllm = ManagedVllm(Settings(), lambda status: None, lambda line: None)
+    assert vllm._preflight() is None
+
+
+def test_preflight_still_names_a_missing_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langserver.backend.vllm import ManagedVllm
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    failure = ManagedVllm(Settings(), lambda status: None, lambda line: None)._preflight()
+    assert failure is not None and "'vllm' was not found" in failure.message
