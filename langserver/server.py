@@ -20,6 +20,7 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
 from langserver import __version__
+from langserver.backend import fit
 from langserver.backend.client import BackendError
 from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
@@ -65,6 +66,8 @@ class GhostServer(LanguageServer):
         super().__init__("vllm-ghost", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          protocol_cls=GhostProtocol)
         self.settings = Settings()
+        self.requested = Settings()  # as the client sent them; `settings` is them fitted to the GPU
+        self.fit: fit.Plan | None = None
         # The open documents (their buffers) and cross-file context: the one owner of both.
         self.documents = Workspace()
         self.encoding = "utf-16"
@@ -116,7 +119,10 @@ class GhostServer(LanguageServer):
                 self.work_done_progress.begin(self._progress, types.WorkDoneProgressBegin(
                     title="vLLM Ghost", message=status.message, cancellable=False))
             else:
-                self.work_done_progress.report(self._progress, types.WorkDoneProgressReport(message=status.message))
+                download = status.detail.get("download")
+                percent = download.get("percent") if isinstance(download, dict) else None
+                self.work_done_progress.report(self._progress, types.WorkDoneProgressReport(
+                    message=status.message, percentage=percent if isinstance(percent, int) else None))
         elif self._progress is not None:
             self.work_done_progress.end(self._progress, types.WorkDoneProgressEnd(message=status.message))
             self._progress = None
@@ -125,9 +131,15 @@ class GhostServer(LanguageServer):
     def apply_settings(self, raw: object) -> bool:
         """Merge new settings; True when the backend must restart for them."""
         old = self.settings
-        self.settings, problems = parse_settings(raw, base=Settings())
+        requested, problems = parse_settings(raw, base=Settings())
         for problem in problems:
             self.show_once(problem, types.MessageType.Warning)
+        if self.fit is None or requested != self.requested:
+            # Fitted once per request: a running vLLM holds the GPU, and re-reading free memory
+            # then would pick a smaller model for the same settings.
+            self.requested = requested
+            self.settings, self.fit = fit.fitted(requested, remember=True)
+            self._tell_fit(self.fit)
         self.log_line(f"settings: {redacted(self.settings)}")
         for name in LOGGERS:
             logging.getLogger(name).setLevel(self.settings.log.level.upper())
@@ -135,6 +147,15 @@ class GhostServer(LanguageServer):
             return True
         self.backend.update(self.settings)
         return False
+
+    def _tell_fit(self, plan: fit.Plan) -> None:
+        """Before vLLM starts: which model, whether it fits the card, what to change if not."""
+        for note in plan.notes:
+            self.log_line(f"fit: {note}", types.MessageType.Info)
+        if plan.fits is False:
+            self.show_once(plan.message, types.MessageType.Warning)
+        elif plan.message:
+            self.log_line(f"fit: {plan.message}", types.MessageType.Info)
 
     def start_backend(self, restart: bool = False) -> None:
         async def run() -> None:
@@ -204,7 +225,11 @@ class GhostServer(LanguageServer):
         detail.update(self.completions.status_detail())
         # What the last prompt held besides the current file (its tokens as the budget counted them).
         detail["crossFile"] = {"files": list(self.documents.last_files), "tokens": self.documents.last_tokens}
+        # Cross-file context reads only inside these: an editor that named none gets none.
+        detail["workspaceFolders"] = self.workspace_folders()
         status["settings"] = redacted(self.settings)
+        if self.fit is not None:
+            status["fit"] = self.fit.to_json()
         return status
 
 

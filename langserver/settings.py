@@ -9,15 +9,20 @@ key is reported, so the user can fix exactly that setting.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 BackendMode = Literal["managed", "external"]
 PromptFormat = Literal["chat-fim", "raw-fim"]
 Multiline = Literal["auto", "always", "never"]
 LogLevel = Literal["error", "warning", "info", "debug"]
+# The models `model.preset` picks from (langserver/backend/fit.py has their sizes), largest first.
+ModelPreset = Literal["auto", "qwen3-coder-30b-fp8", "qwen2.5-coder-14b", "qwen2.5-coder-7b", "qwen2.5-coder-3b",
+                      "qwen2.5-coder-1.5b"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,11 @@ class BackendSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8"
+    # Empty: the preset picks the model and its prompt format; a path or hub id always wins.
+    path: str = ""
     name: str = "qwen3-coder-flash"
     prompt_format: PromptFormat = "chat-fim"
+    preset: ModelPreset = "auto"  # "auto": the largest preset that fits the GPU's free memory
 
 
 # The seed's command line, modernised: `--max-seq-len-to-capture` is gone from vLLM
@@ -278,3 +285,22 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw|auth|credential)")
+
+
+def settings_from_args(settings_arg: str | None, sets: list[str]) -> tuple[Settings, list[str]]:
+    """--settings (JSON text or a file) and --set SECTION.KEY=VALUE (JSON if it parses), as the CLI takes them."""
+    raw: dict[str, Any] = {}
+    if settings_arg:
+        path = Path(settings_arg)
+        raw = json.loads(path.read_text() if path.is_file() else settings_arg)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            return Settings(), [f"--set {item!r}: expected SECTION.KEY=VALUE"]
+        section, name = key.split(".", 1)
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        raw.setdefault(section, {})[name] = parsed
+    return parse_settings(raw)

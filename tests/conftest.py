@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import secrets
+import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +71,40 @@ def external_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
 class Release:
     dist: Path
     log: str  # scripts/build-release's stderr (its check report among it)
+    clone: Path  # the clean clone it was built in
+    python: str  # the Python it was built with
+
+
+def oldest_python() -> str:
+    """A Python 3.10 (the oldest the package supports) when the machine has one, else the Python
+    this venv was made from: never the test venv itself."""
+    pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))
+    candidates = [shutil.which("python3.10") or "", *pyenv]
+    for candidate in filter(None, candidates):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if subprocess.run([candidate, "--version"], capture_output=True, timeout=30).returncode == 0:
+                return candidate
+    return os.path.join(sys.base_prefix, "bin", "python3")
 
 
 @pytest.fixture(scope="session")
-def release() -> Release:
-    """dist/ as scripts/build-release makes it (wheel, sdist, the VSIX carrying the wheel): once a run."""
-    built = subprocess.run([str(ROOT / "scripts" / "build-release")], capture_output=True, text=True, timeout=900)
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """dist/ as scripts/build-release makes it (wheel, sdist, the VSIX carrying the wheel), once a run, in
+    a clean clone of this checkout: its commit plus uncommitted changes to tracked files (git stash
+    create), no .venv, no node_modules, no test model; the test venv off PATH; Python 3.10 where found."""
+    clone = tmp_path_factory.mktemp("release") / "vllm-ghost"
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=300).stdout.strip()
+
+    commit = git("-C", str(ROOT), "stash", "create") or git("-C", str(ROOT), "rev-parse", "HEAD")
+    # A local clone copies the object store wholesale: the stash commit (reachable from no ref) comes too.
+    git("clone", "--quiet", "--no-checkout", str(ROOT), str(clone))
+    git("-C", str(clone), "checkout", "--quiet", "--detach", commit)
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(part for part in env.get("PATH", "").split(os.pathsep) if part != venv_bin)
+    env["PYTHON"] = python = oldest_python()
+    built = subprocess.run([str(clone / "scripts" / "build-release")], capture_output=True, text=True, timeout=1800,
+                           env=env, cwd=clone)
     assert built.returncode == 0, built.stderr[-4000:]
-    return Release(Path(built.stdout.strip().splitlines()[-1]), built.stderr)
+    return Release(Path(built.stdout.strip().splitlines()[-1]), built.stderr, clone, python)

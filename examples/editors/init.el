@@ -3,7 +3,8 @@
 (require 'lsp-mode)
 (defvar vllm-ghost-command '("vllm-ghost" "lsp"))
 (defvar vllm-ghost-settings ; as VS Code's vllmGhost.* settings, nested (README "Settings")
-  '((model . ((path . "/home/me/models/Qwen3-Coder-30B-A3B-Instruct-FP8") (name . "qwen3-coder-flash")))))
+  ;; model.preset "auto" fits a model to the GPU; or (path . "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8")
+  '((model . ((preset . "auto")))))
 
 (lsp-register-client
  (make-lsp-client

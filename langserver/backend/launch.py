@@ -21,6 +21,9 @@ from pathlib import Path
 from langserver.settings import DEFAULT_COMMAND, Settings
 
 SECRET_FLAGS = ("--api-key",)
+# Private by default: vLLM's anonymous usage statistics off (vLLM reads both; DO_NOT_TRACK is also
+# honoured by the Hugging Face hub client's telemetry). A user's vllm.env may set them otherwise.
+PRIVATE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     # too, so that config stays valid across restarts. Otherwise a new key per launch.
     key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
     args, _ = strip_secret_flags(vllm.args)
-    env = {**os.environ, **vllm.env, "VLLM_API_KEY": key}
+    env = {**os.environ, **PRIVATE_ENV, **vllm.env, "VLLM_API_KEY": key}
     argv = [
         *resolve_command(vllm.command, env),
         # --model, not the positional tag: `python -m vllm.entrypoints.openai.api_server`

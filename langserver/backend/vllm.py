@@ -21,11 +21,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
+from langserver.backend import hub
 from langserver.backend.client import Endpoint
 from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.guardian import group_alive
@@ -52,6 +54,26 @@ _KEEPER_STOP = re.compile(r"^vllm-ghost-keeper: stopp(?:ing|ed) (.+)$")
 FOLLOW_S = 0.1  # how often the launch's log and its keeper are looked at
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Flags whose value is a secret: never on vLLM's command line (ps shows it to every user).
+@dataclass(frozen=True)
+class Download:
+    """A hub id vLLM downloads on this start: its size (None: unknown) and the cache's bytes before."""
+
+    repo_id: str
+    size: int | None
+    before: int = 0
+
+    def progress(self, done: int) -> str:
+        if self.size is None:
+            return f"{hub.size_text(done)} of an unknown size"
+        return f"{hub.size_text(done)} of {hub.size_text(self.size)} ({min(100, done * 100 // self.size)} %)"
+
+    def to_wire(self, done: int) -> dict[str, object]:
+        wire: dict[str, object] = {"model": self.repo_id, "bytes": done, "totalBytes": self.size}
+        if self.size:
+            wire["percent"] = min(100, done * 100 // self.size)
+        return wire
+
+
 StatusCallback = Callable[[Status], None]
 LogCallback = Callable[[str], None]
 WarningCallback = Callable[[str], None]
@@ -92,6 +114,8 @@ class ManagedVllm:
         self._stopping = False
         self.started_at = 0.0
         self.ready_after_s: float | None = None
+        self.download: Download | None = None  # a hub id vLLM fetches on this start
+        self._download_seen = 0.0
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -146,7 +170,7 @@ class ManagedVllm:
         program = resolve_command(vllm.command, {**os.environ, **vllm.env})[0]
         if shutil.which(program, path=vllm.env.get("PATH", os.environ.get("PATH"))) is None:
             return Failure(f"The vLLM command {vllm.command[0]!r} was not found: install vLLM "
-                           "(pip install 'vllm-ghost[gpu]') or set vllmGhost.vllm.command.", permanent=True)
+                           "(pip install vllm) or set vllmGhost.vllm.command.", permanent=True)
         path = self.settings.model.path
         if _looks_local(path) and not Path(path).expanduser().exists():
             # Not a failure yet: vllm.command may run vLLM elsewhere (a container, ssh),
@@ -171,6 +195,7 @@ class ManagedVllm:
         self.ready_after_s = None
         self.started_at = time.monotonic()
         self._security_warnings()
+        await self._announce_download()
         state = await self._join_or_launch()
         if state is None:
             return False
@@ -218,6 +243,35 @@ class ManagedVllm:
                 said = True
                 self._status("starting", f"Waiting for the previous vLLM for {self.settings.model.name} to stop")
             await asyncio.sleep(0.2)
+
+    async def _announce_download(self) -> None:
+        """A hub id not in the cache yet: say how much vLLM is about to download (before it does)."""
+        path, env = self.settings.model.path, {**os.environ, **self.settings.vllm.env}
+        if not hub.is_hub_id(path) or hub.is_cached(path, env):
+            self.download = None
+            return
+        size = await asyncio.to_thread(hub.download_size, path, env)
+        self.download = Download(path, size, hub.downloaded_bytes(path, env))
+        where = hub.hub_cache(env)
+        self._on_log(f"{path} is not downloaded yet: vLLM downloads it from the Hugging Face hub into {where} "
+                     f"({hub.size_text(size)}) before loading it")
+        self._status("starting", f"Downloading {path} ({hub.size_text(size)})", download=self.download.to_wire(0))
+
+    def _report_download(self) -> None:
+        """Bytes in the hub cache, once a second while vLLM downloads (its own progress bars are not lines)."""
+        download = self.download
+        if download is None or self.ready_after_s is not None or self._stopping or self.exited.is_set():
+            return
+        now = time.monotonic()
+        if now - self._download_seen < 1.0:
+            return
+        self._download_seen = now
+        env = {**os.environ, **self.settings.vllm.env}
+        done = max(0, hub.downloaded_bytes(download.repo_id, env) - download.before)
+        if done == 0 or (download.size is not None and done >= download.size):
+            return  # not begun, or done: vLLM's lines say what it does next
+        self._status("loading", f"Downloading {download.repo_id}: {download.progress(done)}",
+                     download=download.to_wire(done))
 
     def _clear_stale(self, state: SharedState) -> None:
         """A state whose keeper died without cleaning up (it was SIGKILLed, the machine slept...)."""
@@ -306,6 +360,7 @@ class ManagedVllm:
         keeper = self.state.keeper
         while True:
             pending = self._read_lines(pending)
+            self._report_download()
             self._refresh_pid()
             if self._keeper is not None:
                 self._keeper.poll()  # reap it, or it looks alive as a zombie

@@ -114,6 +114,7 @@ def wait_for(what: str, timeout_s: float, probe: Any) -> Any:
 def neovim(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neovim]:
     editors_root()
     workspace = make_workspace(tmp_path_factory.mktemp("neovim"))
+    (workspace.folder / ".git").mkdir()  # a project root, as the configuration's root_markers look for
     init = workspace.home / "init.lua"
     init.write_text(neovim_init(test_model))
     started = time.monotonic()
@@ -138,6 +139,16 @@ def with_suppressed_quit(nvim: pynvim.Nvim) -> None:
         nvim.quit()
     with contextlib.suppress(Exception):
         nvim.close()
+
+
+def test_root_markers_make_the_project_the_workspace_folder(neovim: Neovim) -> None:
+    """Without a root, Neovim names no workspace folder and the server reads no other file (cross-file
+    context is off): the configuration's root_markers find the project's .git."""
+    folders = neovim.nvim.exec_lua(
+        'local c = vim.lsp.get_clients({ name = "vllm_ghost" })[1]; '
+        "return vim.tbl_map(function(f) return vim.uri_to_fname(f.uri) end, c.workspace_folders or {})")
+    assert folders == [str(neovim.workspace.folder)]
+    assert neovim.execute("vllmGhost.status", 10)["detail"].get("workspaceFolders") == [str(neovim.workspace.folder)]
 
 
 def test_ghost_text_appears_in_insert_mode_and_tab_accepts_it(neovim: Neovim) -> None:

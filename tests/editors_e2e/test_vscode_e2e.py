@@ -178,7 +178,7 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
     assert oct((code_server.home / ".continue" / "config.yaml").stat().st_mode & 0o777) == "0o600"
     # The broken command: exactly one notification naming the fix, error state, setting opened.
     assert result["notificationCount"] == 1
-    assert "pip install vllm-ghost" in result["notification"]
+    assert "pip install vllm_ghost-<version>-py3-none-any.whl" in result["notification"]
     assert "vllmGhost.server.command" in result["notification"]
     assert "no_such_module_vllm_ghost" in result["notification"]
     assert result["errorLabel"] == "vLLM Ghost: error"

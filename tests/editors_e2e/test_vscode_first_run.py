@@ -101,7 +101,7 @@ def test_first_run_installs_the_bundled_server(release: Release, tools: Tools, t
 
     # The offer: one notification, the status bar in error meanwhile.
     assert result["offerCount"] == 1 and "no language server found" in result["offer"], result["offer"]
-    assert "pip install vllm-ghost" in result["offer"]  # the manual way stays in the message
+    assert "pip install vllm_ghost-<version>-py3-none-any.whl" in result["offer"]  # the manual way stays in the message
     assert result["offerState"] == "vLLM Ghost: error"
     # pip's failure on the broken wheel, with its own words.
     assert "installing the server failed (pip install exited with" in result["failure"], result["failure"]

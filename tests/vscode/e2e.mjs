@@ -299,7 +299,7 @@ try {
   const settings = JSON.parse(readFileSync(config.settingsFile, 'utf8'));
   settings['vllmGhost.server.command'] = config.brokenCommand;
   writeFileSync(config.settingsFile, JSON.stringify(settings, null, 2));
-  const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'pip install vllm-ghost' });
+  const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'pip install vllm_ghost-' });
   await toast.first().waitFor({ state: 'visible', timeout: 60000 });
   mark('brokenNotification');
   result.notification = (await toast.first().innerText()).replace(/\s+/g, ' ');

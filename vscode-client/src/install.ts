@@ -82,7 +82,7 @@ export class ServerInstaller {
     const wheel = this.wheel();
     if (!wheel) {
       void vscode.window.showErrorMessage(
-        'vLLM Ghost: this build of the extension carries no server to install. Fix: pip install vllm-ghost, then set vllmGhost.server.command.',
+        'vLLM Ghost: this build of the extension carries no server to install. Fix: pip install vllm_ghost-<version>-py3-none-any.whl (the wheel file of the release), then set vllmGhost.server.command; or install the release\'s VSIX, which carries it.',
       );
       return false;
     }
@@ -98,7 +98,7 @@ export class ServerInstaller {
           {
             label: 'Language server and vLLM for NVIDIA GPUs',
             description: 'several GB',
-            detail: "pip install 'vllm-ghost[gpu]': vLLM and a CUDA build of PyTorch.",
+            detail: 'The server this extension carries with its [gpu] extra: vLLM and a CUDA build of PyTorch (from PyPI).',
             gpu: true,
           },
         ],
@@ -136,7 +136,7 @@ export class ServerInstaller {
             say(`creating a Python environment (${python})`);
             await runStep('python -m venv', python, ['-m', 'venv', venv], lines, say, token);
           }
-          say(gpu ? 'pip install vllm-ghost[gpu] (vLLM and PyTorch: several GB)' : 'pip install vllm-ghost');
+          say(gpu ? 'installing the server with vLLM and PyTorch (several GB)' : 'installing the server');
           await runStep('pip install', venvPython(venv), pipInstallArgs(wheel, gpu), lines, say, token);
           const marker: InstallMarker = {
             version: wheelVersion(wheel) ?? '?',

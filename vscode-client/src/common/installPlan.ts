@@ -53,7 +53,7 @@ export function installOfferMessage(reason: string): string {
   const cause = /[.!?:)]$/.test(reason.trim()) ? reason.trim() : reason.trim() + '.';
   return (
     `vLLM Ghost: ${cause} Install the language server that comes with this extension (a Python environment ` +
-    "in VS Code's storage), or pip install vllm-ghost and set vllmGhost.server.command."
+    "in VS Code's storage), or pip install vllm_ghost-<version>-py3-none-any.whl (the wheel file of the release) and set vllmGhost.server.command."
   );
 }
 

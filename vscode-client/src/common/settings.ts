@@ -119,7 +119,8 @@ export function describeCommand(command: ServerCommand): string {
 export function missingServerMessage(reason: string): string {
   const cause = /[.!?:)]$/.test(reason.trim()) ? reason.trim() : reason.trim() + '.';
   return (
-    `vLLM Ghost: ${cause} Fix: pip install vllm-ghost (in the Python environment you use), then set ` +
+    `vLLM Ghost: ${cause} Fix: run 'vLLM Ghost: Install Server' (the server this extension carries), or ` +
+    `pip install vllm_ghost-<version>-py3-none-any.whl (the wheel file of the release) in the Python environment you use, then set ` +
     'vllmGhost.server.command to its argv, e.g. ["/path/to/venv/bin/vllm-ghost", "lsp"].'
   );
 }

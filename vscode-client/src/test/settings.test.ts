@@ -41,7 +41,8 @@ describe('toServerSettings', () => {
     assert.deepEqual(Object.keys(settings).sort(), ['backend', 'completion', 'log', 'model', 'vllm']);
     assert.equal(settings.log.level, 'warning');
     assert.equal(settings.backend.mode, 'managed');
-    assert.equal(settings.model.path, 'Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8');
+    assert.equal(settings.model.path, '');
+    assert.equal(settings.model.preset, 'auto');
     assert.equal(settings.completion.maxTokens, 128);
     assert.equal(settings.completion.debounceMs, -1);
     assert.deepEqual(settings.vllm.command, ['vllm', 'serve']);
@@ -65,7 +66,7 @@ describe('toServerSettings', () => {
       'completion.disabledLanguages': ['markdown'],
     };
     const settings = toServerSettings(configuration(user), keys);
-    assert.deepEqual(settings.model, { path: '/models/tiny', name: 'tiny', promptFormat: 'chat-fim' });
+    assert.deepEqual(settings.model, { path: '/models/tiny', preset: 'auto', name: 'tiny', promptFormat: 'chat-fim' });
     assert.deepEqual(settings.vllm.command, user['vllm.command']);
     assert.deepEqual(settings.vllm.env, { VLLM_CPU_KVCACHE_SPACE: '1' });
     assert.equal(settings.completion.enabled, false);
@@ -128,7 +129,8 @@ describe('resolveServerCommand', () => {
   it('tells the cause, then the fix', () => {
     const message = missingServerMessage('the server command python -m langserver failed at start: No module named langserver');
     assert.match(message, /^vLLM Ghost: the server command python -m langserver failed at start: No module named langserver\. Fix: /);
-    assert.match(message, /pip install vllm-ghost/);
+    assert.match(message, /pip install vllm_ghost-<version>-py3-none-any.whl/);
+    assert.match(message, /Install Server/);
     assert.match(message, /vllmGhost\.server\.command/);
     assert.match(missingServerMessage('not found.'), /^vLLM Ghost: not found\. Fix:/);
   });
