@@ -73,7 +73,7 @@ def test_auto_preset_picks_the_largest_model_that_fits_free_memory(tmp_path: Pat
 
 def test_h100_reading_is_parsed_as_the_card_reports_it(tmp_path: Path) -> None:
     reading = fit.read_gpus((replay(tmp_path, "h100-80gb.csv"),))
-    assert reading.error == "" and reading.gpus == (fit.Gpu(0, "NVIDIA H100 80GB HBM3", 81559, 81004, (9, 0)),)
+    assert reading.error == "" and reading.gpus == (fit.Gpu(0, "NVIDIA H100 80GB HBM3", 81559, 81079, (9, 0)),)
 
 
 def test_a_card_too_small_for_any_preset_says_so_and_what_to_do(tmp_path: Path) -> None:
