@@ -45,14 +45,22 @@ TIMING = re.compile(r"(\w+)=([\d.]+)ms")
 
 
 
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra`'s settings over `base`'s, section by section."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
 def options(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    return merged({
         "backend": {"mode": "external", "url": state["url"] + "/v1", "apiKeyEnv": "VLLM_API_KEY"},
         "model": {"path": state["model"], "name": state.get("name", "bench")},
         "completion": {"maxTokens": args.max_tokens, "timeoutMs": 30000, "debounceMs": args.debounce_ms,
                        "contextTokens": args.context_tokens},
         "log": {"level": "debug"},
-    }
+    }, getattr(args, "server_options", {}))  # scripts/bench_contention.py's --server-option
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
