@@ -168,7 +168,7 @@ async def main_async(args: argparse.Namespace) -> int:
         levels.append(await level(users, state, args, source))
         if args.out:  # after each level: a call cut short keeps the levels it finished
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            settings = {k: str(v) for k, v in vars(args).items() if k != "state"}
+            settings = {k: str(v) for k, v in vars(args).items() if k not in ("state", "server_options")}
             args.out.write_text(json.dumps({"settings": settings, "levels": levels}, indent=2))
     print(table(levels))
     return 0
@@ -201,8 +201,29 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32, help="completion.maxTokens")
     parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
     parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
+    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
+                        help="a language-server setting, e.g. backend.cacheSalt=false")
     parser.add_argument("--out", type=Path)
-    return asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    args.server_options = server_options(args.server_option)
+    return asyncio.run(main_async(args))
+
+
+def server_options(items: list[str]) -> dict[str, Any]:
+    """`backend.priority=-10` -> {"backend": {"priority": -10}} (the value is JSON, else a string)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        path, _, raw = item.partition("=")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = options
+        *heads, last = path.split(".")
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return options
 
 
 if __name__ == "__main__":

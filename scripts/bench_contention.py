@@ -342,7 +342,7 @@ def provenance(args: argparse.Namespace, model: str) -> dict[str, Any]:
             "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs"
                        + (f", GPU {gpu}" if gpu else ", no GPU"),
             "model": model, "command": shlex.join(sys.argv),
-            "settings": {k: str(v) for k, v in vars(args).items() if k not in ("state", "func")}}
+            "settings": {k: str(v) for k, v in vars(args).items() if k not in ("state", "server_options")}}
 
 
 def write(out: Path | None, result: dict[str, Any]) -> None:
@@ -451,23 +451,6 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a language-server setting for the typists, e.g. backend.priority=0")
 
 
-def server_options(items: list[str]) -> dict[str, Any]:
-    """`backend.priority=-10` -> {"backend": {"priority": -10}} (the value is JSON, else a string)."""
-    options: dict[str, Any] = {}
-    for item in items:
-        path, _, raw = item.partition("=")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = options
-        *heads, last = path.split(".")
-        for head in heads:
-            node = node.setdefault(head, {})
-        node[last] = value
-    return options
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -490,7 +473,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "table":
         return table_command(args)
-    args.server_options = server_options(args.server_option)
+    args.server_options = gpu_typists.server_options(args.server_option)
     return asyncio.run(run_command(args) if args.what == "run" else sweep_command(args))
 
 

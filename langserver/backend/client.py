@@ -123,24 +123,29 @@ class BackendClient:
     async def refusal(self, fields: dict[str, Any], chat: bool) -> str | None:
         """Why the server refuses a one-token request carrying `fields` (None: it accepts it).
         A request it refuses without them too means the check could not be made."""
-        reason = await self._try(fields, chat)
+        reason = await self.probe(fields, chat)
         if reason is None or not fields:
             return reason
-        plain = await self._try({}, chat)
+        plain = await self.probe({}, chat)
         return f"the server refused it ({reason})" if plain is None else f"could not check ({plain})"
 
-    async def _try(self, fields: dict[str, Any], chat: bool) -> str | None:
+    async def probe(self, fields: dict[str, Any], chat: bool) -> str | None:
+        """One token, streamed as completions are (a server may speak only that)."""
         try:
             if chat:
-                await self._openai.chat.completions.create(
+                stream: Any = await self._openai.chat.completions.create(
                     model=self.endpoint.model, messages=[{"role": "user", "content": "a"}], max_tokens=1,
-                    temperature=0, extra_body=fields)
+                    temperature=0, stream=True, extra_body=fields)
             else:
-                await self._openai.completions.create(
-                    model=self.endpoint.model, prompt="a", max_tokens=1, temperature=0, extra_body=fields)
+                stream = await self._openai.completions.create(
+                    model=self.endpoint.model, prompt="a", max_tokens=1, temperature=0, stream=True,
+                    extra_body=fields)
+            async with stream:
+                async for _ in stream:
+                    pass
         except openai.APIStatusError as err:
             return f"{err.status_code}: {_brief(_message(err.body))}"
-        except openai.OpenAIError as err:
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as err:
             return str(translate(err, self.endpoint))
         return None
 

@@ -59,7 +59,7 @@ async def external_fields(client: BackendClient, settings: Settings) -> RequestF
     if not wanted:
         return RequestFields({}, detail)
     together = dict(wanted.values())
-    if await client.refusal(together, chat) is None:  # one request in the usual case
+    if await client.probe(together, chat) is None:  # one request in the usual case
         refused: dict[str, str | None] = dict.fromkeys(wanted)
     else:
         refused = {name: await client.refusal(dict([pair]), chat) for name, pair in wanted.items()}
