@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from tests.conftest import VLLM_ARGS, VllmServer, example, external_options, managed_options, start_vllm, stop_vllm
+from tests.conftest import VLLM_ARGS, VllmServer, example, external_options, managed_options
 from tests.fault_tools import ScriptedProcess, external_scripted_options, received, script
 from tests.lsp_client import GhostClient, position_of
 
@@ -67,10 +66,11 @@ def config_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module")
 async def managed(test_model: Path, config_home: Path) -> AsyncIterator[GhostClient]:
-    """The server's own vLLM on a fixed port (as for sharing with Continue), default scheduling."""
+    """The server's own vLLM on a fixed port (as for sharing with Continue), default scheduling.
+    Blocks of 16 tokens: the tiny model's prompts fill several (the salt test counts hits)."""
     options = managed_options(test_model)
-    options["vllm"]["port"] = free_port()
-    client = await ready(options, env={"XDG_CONFIG_HOME": str(config_home)})
+    options["vllm"].update(port=free_port(), args=[*VLLM_ARGS, "--block-size", "16"], startupTimeoutS=900)
+    client = await ready(options, env={"XDG_CONFIG_HOME": str(config_home)}, timeout=1000)
     yield client
     await client.close_session()
 
@@ -138,21 +138,11 @@ async def test_external_server_never_breaks_a_fcfs_vllm(external_vllm: VllmServe
 
 
 # --- cache_salt: users do not share cached blocks -------------------------------------------------
-@pytest.fixture(scope="module")
-def salted_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    """A vLLM of its own: hit counts no other test moves. Blocks of 16 tokens: the tiny model's
-    prompts fill several."""
-    server = start_vllm(test_model, secrets.token_urlsafe(16), tmp_path_factory.mktemp("salt") / "vllm.log",
-                        args=[*VLLM_ARGS, "--block-size", "16"])
-    yield server
-    stop_vllm(server.process)
-
-
 async def hits_of_one_completion(server: VllmServer, state: Path, salt: bool) -> tuple[float, float]:
     """A user (their state dir) asks one completion at the same place: (prefix-cache hits, queries)."""
     options = external_options(server, debounceMs=0, warmPrefixCache=False)
     options["backend"]["cacheSalt"] = salt
-    client = await ready(options, env={"XDG_STATE_HOME": str(state)}, timeout=60)
+    client = await ready(options, env={"XDG_STATE_HOME": str(state)}, timeout=300)
     try:
         before = (server.metric("vllm:prefix_cache_hits_total"), server.metric("vllm:prefix_cache_queries_total"))
         await completes(client)
@@ -164,17 +154,18 @@ async def hits_of_one_completion(server: VllmServer, state: Path, salt: bool) ->
 
 @pytest.mark.vllm
 async def test_two_users_with_different_salts_share_no_cached_block(
-        salted_vllm: VllmServer, tmp_path: Path) -> None:
+        managed_vllm: VllmServer, tmp_path: Path) -> None:
+    """On the managed vLLM (idle between these requests), as external users of it would be."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
-    first, queries = await hits_of_one_completion(salted_vllm, alice, salt=True)
+    first, queries = await hits_of_one_completion(managed_vllm, alice, salt=True)
     assert queries > 16  # the prompt fills blocks (a hit needs a full one)
-    again, _ = await hits_of_one_completion(salted_vllm, alice, salt=True)
-    other, _ = await hits_of_one_completion(salted_vllm, bob, salt=True)
+    again, _ = await hits_of_one_completion(managed_vllm, alice, salt=True)
+    other, _ = await hits_of_one_completion(managed_vllm, bob, salt=True)
     assert again >= queries - 16, (first, again, queries)  # the same user: her own blocks, every full one
     assert other == 0, other  # another user: none of hers
     # Without salts the same two requests do share blocks: what the salt takes away.
-    await hits_of_one_completion(salted_vllm, tmp_path / "carol", salt=False)
-    shared, _ = await hits_of_one_completion(salted_vllm, tmp_path / "dave", salt=False)
+    await hits_of_one_completion(managed_vllm, tmp_path / "carol", salt=False)
+    shared, _ = await hits_of_one_completion(managed_vllm, tmp_path / "dave", salt=False)
     assert shared >= queries - 16, shared
     assert os.environ.get("XDG_STATE_HOME") != str(alice)
 
