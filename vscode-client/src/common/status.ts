@@ -112,7 +112,11 @@ function sharing(detail: Record<string, unknown>): string[] {
   const lines: string[] = [];
   const priority = detail.priority;
   if (typeof priority === 'number') {
-    lines.push(`Priority: ${priority} (ahead of Continue's requests)`);
+    // External mode cannot see the server's policy: a FCFS vLLM takes the field and ignores it.
+    const effect = detail.schedulingPolicy === 'priority'
+      ? "ahead of Continue's requests"
+      : 'sent; it counts where vLLM runs --scheduling-policy priority';
+    lines.push(`Priority: ${priority} (${effect})`);
   } else if (typeof priority === 'string' && priority.startsWith('not sent')) {
     lines.push(`Priority: ${priority}`);
   }

@@ -50,8 +50,10 @@ describe('present', () => {
   });
 
   it('says how completions share the vLLM: priority and a private prefix cache, or why not', () => {
-    const shared = present(status('ready', 'tiny ready', { priority: -10, cacheSalt: 'on' }), on);
-    assert.match(shared.tooltip, /Priority: -10 \(ahead of Continue's requests\)/);
+    const managed = present(status('ready', 'tiny ready', { priority: -10, schedulingPolicy: 'priority' }), on);
+    assert.match(managed.tooltip, /Priority: -10 \(ahead of Continue's requests\)/);
+    const shared = present(status('ready', 'tiny ready', { priority: -10, cacheSalt: 'on', mode: 'external' }), on);
+    assert.match(shared.tooltip, /Priority: -10 \(sent; it counts where vLLM runs --scheduling-policy priority\)/);
     assert.match(shared.tooltip, /Prefix cache: private to you/);
     const refused = present(status('ready', 'tiny ready', {
       priority: 'not sent: the server refused it (400: no)', cacheSalt: 'off (backend.cacheSalt is false)' }), on);
