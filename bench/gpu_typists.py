@@ -60,7 +60,7 @@ def options(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "completion": {"maxTokens": args.max_tokens, "timeoutMs": 30000, "debounceMs": args.debounce_ms,
                        "contextTokens": args.context_tokens},
         "log": {"level": "debug"},
-    }, getattr(args, "server_options", {}))  # scripts/bench_contention.py's --server-option
+    }, getattr(args, "server_options", {}))  # bench/contention.py's --server-option
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

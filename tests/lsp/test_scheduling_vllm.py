@@ -23,9 +23,9 @@ import openai
 import pytest
 import pytest_asyncio
 
-from tests.conftest import VLLM_ARGS, VllmServer, example, external_options, managed_options
+from bench.lsp import GhostClient, position_of
+from bench.vllm_process import VLLM_ARGS, VllmServer, example, external_options, managed_options
 from tests.fault_tools import ScriptedProcess, external_scripted_options, received, script
-from tests.lsp_client import GhostClient, position_of
 
 CASE = "py_class_method"
 

@@ -1,7 +1,7 @@
 """Contention benchmark (issue 22): ghost text while an agent works on the same vLLM.
 
-N typists type through the REAL language server (scripts/gpu_typists.py's Typist: one `python -m
-langserver` over stdio each, external mode, a seeded typing trace from scripts/bench-typing) while an
+N typists type through the REAL language server (bench/gpu_typists.py's Typist: one `python -m
+langserver` over stdio each, external mode, a seeded typing trace from bench/typing_replay.py) while an
 agent-like load runs on the same vLLM through the OpenAI API the way Continue sends it: streaming
 /v1/chat/completions with long prompts and long answers, K at a time, no `priority` field. Per
 configuration (a vLLM launch: scheduling policy, chunked-prefill size, ...) it measures, side by side:
@@ -11,7 +11,7 @@ configuration (a vLLM launch: scheduling policy, chunked-prefill size, ...) it m
   agent        the K agents alone, for the same length of time as `contended` -> the agents' own figures
 
 Pause-to-ghost is the client's time from the key that starts a pause to its answer (as in
-scripts/bench-typing). The agent's output tok/s counts the tokens streamed inside the measured window
+bench/typing_replay.py). The agent's output tok/s counts the tokens streamed inside the measured window
 (from the typists' start to their end; in `agent`, a window of the same length after the same lead).
 Each agent request gets a fresh, unique prompt (no prefix-cache hits between requests: every request
 is a full prefill, the worst case) and is forced to its answer length with vLLM's `min_tokens` (dummy
@@ -21,13 +21,13 @@ probes it); the status detail they report is recorded with the run.
 
 Commands:
 
-  run    one configuration, against a vLLM already running (scripts/gpu_bench.py serve's state file
+  run    one configuration, against a vLLM already running (bench/gpu.py serve's state file
          {url, key, model, args}); the label (policy, chunk size) comes from the state's vLLM args.
-         python3 scripts/bench_contention.py run --state /tmp/g/vllm.json --out $OUT/contention-fcfs.json
+         python3 -m bench.contention run --state /tmp/g/vllm.json --out $OUT/contention-fcfs.json
   sweep  several configurations side by side in one run: for each --config NAME=VLLM-FLAGS it starts
-         vLLM (scripts/gpu_bench.py's start_vllm: own session, 127.0.0.1, key by environment), runs the
+         vLLM (bench/gpu.py's start_vllm: own session, 127.0.0.1, key by environment), runs the
          phases, stops it. --vllm-arg gives flags every configuration shares.
-         python3 scripts/bench_contention.py sweep --model /tmp/g/model --gpu --out $OUT/contention.json \\
+         python3 -m bench.contention sweep --model /tmp/g/model --gpu --out $OUT/contention.json \\
            --vllm-arg=--max-model-len=131072 \\
            --config 'fcfs-8k=--scheduling-policy fcfs --max-num-batched-tokens 8192' \\
            --config 'priority-8k=--scheduling-policy priority --max-num-batched-tokens 8192'
@@ -60,13 +60,10 @@ from typing import Any
 
 import httpx
 
-SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
+from bench import gpu as gpu_bench
+from bench import gpu_typists
+from bench import typing_replay as typing_bench
 
-import gpu_bench  # noqa: E402
-import gpu_typists  # noqa: E402
-
-typing_bench = gpu_typists.typing_bench
 CHAT = "/v1/chat/completions"
 # Continue's agent puts its instructions first: the same for every request (vLLM caches it).
 SYSTEM = ("You are an expert software engineer working in the user's repository. Use the tools when they "
@@ -455,7 +452,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     run = sub.add_parser("run", help="one configuration against a running vLLM (a state file)")
-    run.add_argument("--state", type=Path, required=True, help="scripts/gpu_bench.py serve's state file")
+    run.add_argument("--state", type=Path, required=True, help="bench/gpu.py serve's state file")
     run.add_argument("--label", default="", help="the row's name (default: POLICY-CHUNK from the vLLM args)")
     add_load_arguments(run)
     sweep = sub.add_parser("sweep", help="start vLLM per --config, run, stop it: configurations side by side")
