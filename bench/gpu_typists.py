@@ -45,14 +45,22 @@ TIMING = re.compile(r"(\w+)=([\d.]+)ms")
 
 
 
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra`'s settings over `base`'s, section by section."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
 def options(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    return merged({
         "backend": {"mode": "external", "url": state["url"] + "/v1", "apiKeyEnv": "VLLM_API_KEY"},
         "model": {"path": state["model"], "name": state.get("name", "bench")},
         "completion": {"maxTokens": args.max_tokens, "timeoutMs": 30000, "debounceMs": args.debounce_ms,
                        "contextTokens": args.context_tokens},
         "log": {"level": "debug"},
-    }
+    }, getattr(args, "server_options", {}))  # bench/contention.py's --server-option
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -160,7 +168,7 @@ async def main_async(args: argparse.Namespace) -> int:
         levels.append(await level(users, state, args, source))
         if args.out:  # after each level: a call cut short keeps the levels it finished
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            settings = {k: str(v) for k, v in vars(args).items() if k != "state"}
+            settings = {k: str(v) for k, v in vars(args).items() if k not in ("state", "server_options")}
             args.out.write_text(json.dumps({"settings": settings, "levels": levels}, indent=2))
     print(table(levels))
     return 0
@@ -193,8 +201,29 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32, help="completion.maxTokens")
     parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
     parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
+    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
+                        help="a language-server setting, e.g. backend.cacheSalt=false")
     parser.add_argument("--out", type=Path)
-    return asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    args.server_options = server_options(args.server_option)
+    return asyncio.run(main_async(args))
+
+
+def server_options(items: list[str]) -> dict[str, Any]:
+    """`backend.priority=-10` -> {"backend": {"priority": -10}} (the value is JSON, else a string)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        path, _, raw = item.partition("=")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = options
+        *heads, last = path.split(".")
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return options
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ LogLevel = Literal["error", "warning", "info", "debug"]
 # The models `model.preset` picks from (langserver/backend/fit.py has their sizes), largest first.
 ModelPreset = Literal["auto", "qwen3-coder-30b-fp8", "qwen2.5-coder-14b", "qwen2.5-coder-7b", "qwen2.5-coder-3b",
                       "qwen2.5-coder-1.5b"]
+SchedulingPolicy = Literal["fcfs", "priority"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,15 @@ class BackendSettings:
     api_key_env: str = ""
     ca_bundle: str = ""
     verify_tls: bool = True
+    # vLLM's per-request `priority` on every completion request (lower runs first; Continue's chat
+    # and agent send none, which is 0): ghost text goes ahead of their long prefills and answers on
+    # a vLLM scheduling by priority. 0 = send none. Managed mode sends it when vllm.schedulingPolicy
+    # is "priority"; external mode when a one-token probe with it is accepted (backend/priority.py).
+    priority: int = -10
+    # External mode: a `cache_salt` private to this user on every request, so that on a shared
+    # vLLM no one else's request can hit (and time) the prefix-cache blocks of this user's code.
+    # Derived from a random value kept in the user's state directory (backend/salt.py), never the key.
+    cache_salt: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,12 @@ class VllmSettings:
     max_restarts: int = 5
     restart_window_s: float = 60.0
     health_interval_s: float = 5.0  # how often /health is checked while serving
+    # `--scheduling-policy`: "priority" lets the server's requests (backend.priority) run before
+    # Continue's; "fcfs" is vLLM's own default. A --scheduling-policy in vllm.args wins.
+    scheduling_policy: SchedulingPolicy = "priority"
+    # `--max-num-batched-tokens` (the chunked-prefill chunk: how long one engine step may take
+    # with a long prompt in it); 0 = vLLM's default. A --max-num-batched-tokens in vllm.args wins.
+    max_num_batched_tokens: int = 0
 
 
 # vllm.* knobs that steer the supervisor and the keeper, not the vLLM process: a change
@@ -145,6 +161,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "vllm.maxRestarts": (0, 100),
     "vllm.restartWindowS": (1, 86400),
     "vllm.healthIntervalS": (0.1, 3600),
+    "vllm.maxNumBatchedTokens": (0, 10_000_000),
+    "backend.priority": (-(2**31), 2**31 - 1),
     "completion.maxTokens": (1, 8192),
     "completion.temperature": (0, 2),
     "completion.debounceMs": (-1, 5000),

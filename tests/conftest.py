@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from bench.vllm_process import (
 ROOT = Path(__file__).resolve().parent.parent
 # The shared-vLLM registry of this test run alone.
 private_registry()
+# External mode's cache_salt secret (langserver/backend/salt.py): this run's, never the developer's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="vllm-ghost-tests-state-")
 
 
 @pytest.fixture(scope="session")

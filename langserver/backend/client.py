@@ -41,6 +41,9 @@ class BackendClient:
         )
         # Ids of the stop tokens in this model's vocabulary, when the server can tell.
         self.stop_token_ids: list[int] = []
+        # vLLM fields every request carries (`priority`, `cache_salt`), once the server is known
+        # to take them (backend/fields.py).
+        self.request_fields: dict[str, Any] = {}
         self._openai = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key or "EMPTY",
@@ -56,7 +59,7 @@ class BackendClient:
         the finish reason; closing the generator closes the HTTP stream. The log probability
         of the chosen token comes with the answer when the body asks for it (`logprobs`, set
         by the prompt stage when the confidence gate is on; confidence.py scores it)."""
-        body = dict(request.body)
+        body = {**self.request_fields, **request.body}
         if self.stop_token_ids:
             body["stop_token_ids"] = self.stop_token_ids
         common = {
@@ -117,6 +120,35 @@ class BackendClient:
         self.stop_token_ids = ids
         return ids
 
+    async def refusal(self, fields: dict[str, Any], chat: bool) -> str | None:
+        """Why the server refuses a one-token request carrying `fields` (None: it accepts it).
+        A request it refuses without them too means the check could not be made."""
+        reason = await self.probe(fields, chat)
+        if reason is None or not fields:
+            return reason
+        plain = await self.probe({}, chat)
+        return f"the server refused it ({reason})" if plain is None else f"could not check ({plain})"
+
+    async def probe(self, fields: dict[str, Any], chat: bool) -> str | None:
+        """One token, streamed as completions are (a server may speak only that)."""
+        try:
+            if chat:
+                stream: Any = await self._openai.chat.completions.create(
+                    model=self.endpoint.model, messages=[{"role": "user", "content": "a"}], max_tokens=1,
+                    temperature=0, stream=True, extra_body=fields)
+            else:
+                stream = await self._openai.completions.create(
+                    model=self.endpoint.model, prompt="a", max_tokens=1, temperature=0, stream=True,
+                    extra_body=fields)
+            async with stream:
+                async for _ in stream:
+                    pass
+        except openai.APIStatusError as err:
+            return f"{err.status_code}: {_brief(_message(err.body))}"
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as err:
+            return str(translate(err, self.endpoint))
+        return None
+
     async def model_info(self) -> dict[str, Any]:
         """The served model's entry from /v1/models (vLLM adds max_model_len)."""
         try:
@@ -169,6 +201,17 @@ def translate(err: Exception, endpoint: Endpoint) -> BackendError:
         return BackendError(f"cannot reach backend at {endpoint.base_url}")
     # Garbage or truncated JSON in the stream.
     return BackendError(f"backend sent a malformed answer: {type(err).__name__}: {_brief(err)}")
+
+
+def _message(body: object) -> object:
+    """The error's own sentence from an OpenAI-style error body ({"error": {"message": ...}})."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and "message" in inner:
+            return inner["message"]
+        if "message" in body:
+            return body["message"]
+    return body
 
 
 def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from langserver.settings import DEFAULT_COMMAND, Settings
+from langserver.settings import DEFAULT_COMMAND, Settings, VllmSettings
 
 SECRET_FLAGS = ("--api-key",)
 # Private by default: vLLM's anonymous usage statistics off (vLLM reads both; DO_NOT_TRACK is also
@@ -114,6 +114,32 @@ def persisted_key() -> str:
     return key
 
 
+def _flag_value(args: tuple[str, ...] | list[str], flag: str) -> str | None:
+    """The value `args` gives `flag` (`--flag value` or `--flag=value`), the last one winning."""
+    found = None
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            found = args[index + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def scheduling_policy(vllm: VllmSettings) -> str:
+    """The policy the managed vLLM schedules by: vllm.args' --scheduling-policy, else the setting."""
+    return _flag_value(vllm.args, "--scheduling-policy") or vllm.scheduling_policy
+
+
+def scheduling_flags(vllm: VllmSettings) -> list[str]:
+    """vllm.schedulingPolicy and vllm.maxNumBatchedTokens as flags, unless vllm.args sets them."""
+    flags: list[str] = []
+    if _flag_value(vllm.args, "--scheduling-policy") is None:
+        flags += ["--scheduling-policy", vllm.scheduling_policy]
+    if vllm.max_num_batched_tokens and _flag_value(vllm.args, "--max-num-batched-tokens") is None:
+        flags += ["--max-num-batched-tokens", str(vllm.max_num_batched_tokens)]
+    return flags
+
+
 def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     """The vLLM command line: command + model + our fixed flags + the user's args."""
     vllm = settings.vllm
@@ -131,6 +157,7 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
         "--served-model-name", settings.model.name,
         "--host", vllm.host,
         "--port", str(port),
+        *scheduling_flags(vllm),
         *args,
     ]
     if missing_compiler(env):

@@ -20,6 +20,7 @@ import openai
 
 from langserver.backend.client import BackendClient, BackendError, Endpoint
 from langserver.backend.diagnosis import Failure
+from langserver.backend.fields import external_fields, managed_fields
 from langserver.backend.launch import is_loopback
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest
 from langserver.backend.status import Status
@@ -230,6 +231,10 @@ class BackendManager:
             return message
         stop_ids = await self.client.resolve_stop_tokens(STOP_TOKENS)
         detail["stopTokenIds"] = stop_ids
+        extra = (managed_fields(self.settings) if self.vllm is not None
+                 else await external_fields(self.client, self.settings))
+        self.client.request_fields = extra.fields
+        detail.update(extra.detail)
         length = info.get("max_model_len")
         self.max_model_len = length if isinstance(length, int) else None
         detail["maxModelLen"] = self.max_model_len

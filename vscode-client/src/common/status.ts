@@ -97,6 +97,7 @@ export function present(status: Status, options: PresentOptions): View {
   if (typeof seconds === 'number') {
     lines.push(`Started in ${seconds.toFixed(1)} s`);
   }
+  lines.push(...sharing(status.detail));
   const lastLines = status.detail.lastLines;
   if (state === 'error' && Array.isArray(lastLines) && lastLines.length > 0) {
     lines.push('', ...lastLines.slice(-5).map(line => String(line)));
@@ -104,6 +105,28 @@ export function present(status: Status, options: PresentOptions): View {
   lines.push('', 'Click for vLLM Ghost commands');
   const severity: Severity = state === 'error' ? 'error' : state === 'stopped' ? 'warning' : 'normal';
   return { text, tooltip: lines.join('\n'), label: `${NAME}: ${state}`, severity };
+}
+
+/** How completions share the vLLM with others (Continue, a team): the server's priority and cache salt. */
+function sharing(detail: Record<string, unknown>): string[] {
+  const lines: string[] = [];
+  const priority = detail.priority;
+  if (typeof priority === 'number') {
+    // External mode cannot see the server's policy: a FCFS vLLM takes the field and ignores it.
+    const effect = detail.schedulingPolicy === 'priority'
+      ? "ahead of Continue's requests"
+      : 'sent; it counts where vLLM runs --scheduling-policy priority';
+    lines.push(`Priority: ${priority} (${effect})`);
+  } else if (typeof priority === 'string' && priority.startsWith('not sent')) {
+    lines.push(`Priority: ${priority}`);
+  }
+  const salt = detail.cacheSalt;
+  if (salt === 'on') {
+    lines.push('Prefix cache: private to you (cache_salt)');
+  } else if (typeof salt === 'string' && salt.startsWith('not sent')) {
+    lines.push(`cache_salt: ${salt}`);
+  }
+  return lines;
 }
 
 function shorten(text: string, max: number): string {

@@ -49,6 +49,18 @@ describe('present', () => {
     assert.match(view.tooltip, /Started in 30\.3 s/);
   });
 
+  it('says how completions share the vLLM: priority and a private prefix cache, or why not', () => {
+    const managed = present(status('ready', 'tiny ready', { priority: -10, schedulingPolicy: 'priority' }), on);
+    assert.match(managed.tooltip, /Priority: -10 \(ahead of Continue's requests\)/);
+    const shared = present(status('ready', 'tiny ready', { priority: -10, cacheSalt: 'on', mode: 'external' }), on);
+    assert.match(shared.tooltip, /Priority: -10 \(sent; it counts where vLLM runs --scheduling-policy priority\)/);
+    assert.match(shared.tooltip, /Prefix cache: private to you/);
+    const refused = present(status('ready', 'tiny ready', {
+      priority: 'not sent: the server refused it (400: no)', cacheSalt: 'off (backend.cacheSalt is false)' }), on);
+    assert.match(refused.tooltip, /Priority: not sent: the server refused it \(400: no\)/);
+    assert.doesNotMatch(refused.tooltip, /Prefix cache|cache_salt/);
+  });
+
   it("shows errors in red with the server's message and last output lines", () => {
     const view = present(status('error', 'vLLM exited unexpectedly (code 1)', { lastLines: ['a', 'CUDA out of memory'] }), on);
     assert.equal(view.severity, 'error');
