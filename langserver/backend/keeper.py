@@ -69,7 +69,11 @@ class Keeper:
     def run(self) -> int:
         state = self._state()
         if state is None:
-            return 1  # the launching server died before it wrote the state
+            # The launching server died before it wrote the state, or took this keeper for dead and
+            # cleared it. stderr is the launch's log until the state names it: say why we leave.
+            print(f"{PREFIX} exiting before vLLM started: launch {self.launch_id} is not registered in "
+                  f"{self.registry.state_path}", file=sys.stderr, flush=True)
+            return 1
         self._log_fd = os.open(self.registry.log_path(state.log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         guardian = subprocess.Popen(
             [sys.executable, "-m", "langserver.backend.guardian", *self.argv],
