@@ -18,6 +18,7 @@ BackendMode = Literal["managed", "external"]
 PromptFormat = Literal["chat-fim", "raw-fim"]
 Multiline = Literal["auto", "always", "never"]
 LogLevel = Literal["error", "warning", "info", "debug"]
+AutoStart = Literal["startup", "firstCompletion"]
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,16 @@ class VllmSettings:
     max_restarts: int = 5
     restart_window_s: float = 60.0
     health_interval_s: float = 5.0  # how often /health is checked while serving
+    # The GPU is the user's: load the model when the server starts, or only at the first
+    # completion; and let go of it after this many minutes without a completion (0 = never).
+    auto_start: AutoStart = "startup"
+    idle_unload_minutes: float = 0.0
 
 
 # vllm.* knobs that steer the supervisor and the keeper, not the vLLM process: a change
 # applies to the running vLLM instead of starting a new one (minutes of model loading).
-SUPERVISION_FIELDS = ("idle_grace_s", "keep_alive", "max_restarts", "restart_window_s", "health_interval_s")
+SUPERVISION_FIELDS = ("idle_grace_s", "keep_alive", "max_restarts", "restart_window_s", "health_interval_s",
+                      "auto_start", "idle_unload_minutes")
 
 
 def process_settings(vllm: VllmSettings) -> VllmSettings:
@@ -138,6 +144,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "vllm.maxRestarts": (0, 100),
     "vllm.restartWindowS": (1, 86400),
     "vllm.healthIntervalS": (0.1, 3600),
+    "vllm.idleUnloadMinutes": (0, 10080),
     "completion.maxTokens": (1, 8192),
     "completion.temperature": (0, 2),
     "completion.debounceMs": (-1, 5000),

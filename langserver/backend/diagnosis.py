@@ -16,6 +16,8 @@ class Failure:
     exit_code: int | None = None
     # Another window restarted or stopped the shared vLLM: rejoin soon, not a failure to count.
     expected: bool = False
+    # Another window's Stop Model: not a failure at all, and nothing to restart.
+    stopped: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import httpx
 from langserver.backend.client import Endpoint
 from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.guardian import group_alive
+from langserver.backend.keeper import STOPPED
 from langserver.backend.launch import (
     Launch,
     build_launch,
@@ -51,6 +52,7 @@ _GUARDIAN_EXIT = re.compile(r"^vllm-ghost-guardian: exited (-?\d+)$")
 _KEEPER_STOP = re.compile(r"^vllm-ghost-keeper: stopp(?:ing|ed) (.+)$")
 FOLLOW_S = 0.1  # how often the launch's log and its keeper are looked at
 KEEPER_GONE = "its keeper process went away"
+STOPPED_ELSEWHERE = "model stopped by Stop Model in another window; Start Model loads it again"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Flags whose value is a secret: never on vLLM's command line (ps shows it to every user).
 StatusCallback = Callable[[Status], None]
@@ -297,6 +299,8 @@ class ManagedVllm:
     def _start_failure(self) -> Failure:
         if self.ended_by == KEEPER_GONE and self.vllm_pid is None:
             return self._keeper_failure()
+        if self.ended_by == STOPPED:
+            return Failure(STOPPED_ELSEWHERE, stopped=True)
         if self.joined and self.ended_by is not None and not self.diagnosis_lines:
             return Failure(f"the shared vLLM stopped while this window was joining it ({self.ended_by})",
                            expected=True)
@@ -390,16 +394,18 @@ class ManagedVllm:
         return self.exit_code
 
     # --- leaving --------------------------------------------------------------------------------
-    async def stop(self, report: bool = True, graceful: bool = True) -> None:
+    async def stop(self, report: bool = True, graceful: bool = True, by_user: bool = False) -> None:
         """Stop this launch for every server that uses it, and every process it started;
-        idempotent. `graceful`: give vLLM the guardian's grace to shut down cleanly."""
+        idempotent. `graceful`: give vLLM the guardian's grace to shut down cleanly. `by_user`:
+        Stop Model, which the other servers hear of and do not undo by rejoining (always graceful)."""
         self._stopping = True
         state = self.state
         if state is not None:
+            how = signal.SIGUSR2 if by_user else signal.SIGTERM if graceful else signal.SIGUSR1
             with self.registry.locked():
                 if self.registry.read_launch(state.launch_id) is not None and state.keeper.alive():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(state.keeper.pid, signal.SIGTERM if graceful else signal.SIGUSR1)
+                        os.kill(state.keeper.pid, how)
             if not await self._keeper_gone(STOP_TIMEOUT_S):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(state.keeper.pid, signal.SIGKILL)

@@ -3,7 +3,7 @@
 import * as vscode from 'vscode';
 import { createLog, logInfo, showLog } from './common/log';
 import { onInterpreterChange } from './common/python';
-import { ServerManager } from './common/server';
+import { SERVER_START_MODEL, SERVER_STOP_MODEL, ServerManager } from './common/server';
 import { SECTION, settingKeys } from './common/settings';
 import { MENU_COMMAND, StatusBar, showMenu } from './common/statusBar';
 import { registerContinue } from './continue';
@@ -32,6 +32,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(
     vscode.commands.registerCommand('vllmGhost.restartServer', () => manager.restart()),
     vscode.commands.registerCommand('vllmGhost.restartModel', () => manager.restartModel()),
+    vscode.commands.registerCommand('vllmGhost.stopModel', () => manager.modelCommand(SERVER_STOP_MODEL)),
+    vscode.commands.registerCommand('vllmGhost.startModel', () => manager.modelCommand(SERVER_START_MODEL)),
     vscode.commands.registerCommand('vllmGhost.toggleCompletions', () => toggleCompletions()),
     vscode.commands.registerCommand('vllmGhost.showLog', () => showLog()),
     vscode.commands.registerCommand('vllmGhost.installServer', async () => {
@@ -44,7 +46,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       if (!event.affectsConfiguration(SECTION)) {
         return;
       }
+      const wasEnabled = statusBar.completionsEnabled;
       statusBar.setCompletionsEnabled(completionsEnabled());
+      if (wasEnabled && !completionsEnabled()) {
+        void offerStopModel(statusBar.current.state, manager);
+      }
       if (event.affectsConfiguration(`${SECTION}.server`)) {
         logInfo('vllmGhost.server.* changed: restarting the language server');
         void manager.restart();
@@ -68,6 +74,24 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     context.subscriptions.push(interpreterWatch);
   }
 }
+
+/** Completions turned off: the model still holds the GPU. Offer to free it (not by default: a
+ * 30B model takes minutes to load again, and other windows may be using it). */
+async function offerStopModel(state: string, manager: ServerManager): Promise<void> {
+  if (state !== 'ready' && state !== 'loading' && state !== 'starting') {
+    return;
+  }
+  const choice = await vscode.window.showInformationMessage(
+    'vLLM Ghost: completions are off, but the model still holds the GPU. Stop it? (every window sharing it stops too)',
+    STOP_MODEL_ACTION,
+    'Keep Loaded',
+  );
+  if (choice === STOP_MODEL_ACTION) {
+    await manager.modelCommand(SERVER_STOP_MODEL);
+  }
+}
+
+const STOP_MODEL_ACTION = 'Stop Model';
 
 async function toggleCompletions(): Promise<void> {
   const config = vscode.workspace.getConfiguration(SECTION);

@@ -37,6 +37,8 @@ import { StatusBar } from './statusBar';
 export const STATUS_NOTIFICATION = 'vllmGhost/status';
 export const SERVER_RESTART_MODEL = 'vllmGhost.restartModel';
 export const SERVER_STATUS = 'vllmGhost.status';
+export const SERVER_STOP_MODEL = 'vllmGhost.stopModel';
+export const SERVER_START_MODEL = 'vllmGhost.startModel';
 const STOP_TIMEOUT_MS = 20000;
 const MAX_CRASHES = 3;
 const CRASH_WINDOW_MS = 3 * 60 * 1000;
@@ -155,6 +157,27 @@ export class ServerManager implements vscode.Disposable {
     } catch (err) {
       logError(`Restart Model failed: ${errorText(err)}`);
       void vscode.window.showErrorMessage(`vLLM Ghost: Restart Model failed: ${errorText(err)}`);
+    }
+  }
+
+  /** Stop Model (free the GPU, for every window sharing the vLLM) or Start Model. */
+  async modelCommand(command: typeof SERVER_STOP_MODEL | typeof SERVER_START_MODEL): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      if (command === SERVER_START_MODEL) {
+        logInfo('Start Model: the language server is not running; starting it');
+        return this.restart();
+      }
+      logInfo('Stop Model: the language server is not running, so no model is loaded by it');
+      return;
+    }
+    logInfo(command === SERVER_STOP_MODEL ? 'asking the server to stop the model' : 'asking the server to start the model');
+    try {
+      const result = await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+      this.statusBar.setStatus(parseStatus(result));
+    } catch (err) {
+      logError(`${command} failed: ${errorText(err)}`);
+      void vscode.window.showErrorMessage(`vLLM Ghost: ${command} failed: ${errorText(err)}`);
     }
   }
 

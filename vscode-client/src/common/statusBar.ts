@@ -8,7 +8,7 @@ export class StatusBar implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private status: Status = { state: 'starting', message: 'Starting the language server', detail: {} };
   private progress: string | undefined;
-  private completionsEnabled = true;
+  private enabled = true;
 
   constructor() {
     this.item = vscode.window.createStatusBarItem('vllmGhost.status', vscode.StatusBarAlignment.Right, 100);
@@ -35,13 +35,17 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
+  get completionsEnabled(): boolean {
+    return this.enabled;
+  }
+
   setCompletionsEnabled(enabled: boolean): void {
-    this.completionsEnabled = enabled;
+    this.enabled = enabled;
     this.render();
   }
 
   private render(): void {
-    const view = present(this.status, { completionsEnabled: this.completionsEnabled, progress: this.progress });
+    const view = present(this.status, { completionsEnabled: this.enabled, progress: this.progress });
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.accessibilityInformation = { label: view.label, role: 'button' };
@@ -65,7 +69,11 @@ interface MenuItem extends vscode.QuickPickItem {
 
 /** The quick pick the status bar item opens. */
 export async function showMenu(status: Status, completionsEnabled: boolean): Promise<void> {
+  const loaded = status.state === 'ready' || status.state === 'loading' || status.state === 'starting';
   const items: MenuItem[] = [
+    loaded
+      ? { label: '$(debug-stop) Stop Model', description: 'free the GPU (every window sharing it)', command: 'vllmGhost.stopModel' }
+      : { label: '$(play) Start Model', description: 'load the model', command: 'vllmGhost.startModel' },
     { label: '$(debug-restart) Restart Model', description: 'stop and start vLLM', command: 'vllmGhost.restartModel' },
     { label: '$(refresh) Restart Server', description: 'restart the language server', command: 'vllmGhost.restartServer' },
     {
