@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Generator
@@ -25,6 +26,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
+from langserver.completion.serving import acceptance
 from langserver.completion.serving.service import CompletionService
 from langserver.document import Change, TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
@@ -35,6 +37,8 @@ CMD_RESTART_MODEL = "vllmGhost.restartModel"
 CMD_STATUS = "vllmGhost.status"
 CMD_STOP_MODEL = "vllmGhost.stopModel"
 CMD_START_MODEL = "vllmGhost.startModel"
+# Each item carries this command (with its id): the editor runs it when the user accepts the item.
+CMD_ACCEPTED = "vllmGhost.accepted"
 # How often the idle unload looks at the time since the last completion (at most).
 IDLE_CHECK_S = 30.0
 log = logging.getLogger("vllm-ghost")
@@ -86,6 +90,9 @@ class GhostServer(LanguageServer):
         self.hold: Literal["user", "lazy", "idle"] | None = None
         self.last_activity = time.monotonic()
         self._idle_task: asyncio.Task[None] | None = None
+        # How long after an acceptance its text is looked for (tests shorten the 30 s).
+        self.retain_s = float(os.environ.get("VLLM_GHOST_RETAIN_S", acceptance.RETAIN_S))
+        self._retain_checks: set[asyncio.Task[None]] = set()
         # Cache, scheduler, warm-up and pipeline: everything between the LSP request and its answer.
         self.completions = CompletionService(self.backend.stream, lambda: self.backend.max_model_len,
                                              self.documents.cross_file, self.documents.forbidden)
@@ -237,16 +244,38 @@ class GhostServer(LanguageServer):
             return empty
         if completion is None:
             return empty
-        return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
+        shown = self.completions.acceptance.show(params.text_document.uri, language, completion.text, offset,
+                                                 (time.monotonic() - started) * 1000, completion.typed_through)
+        return types.InlineCompletionList(items=[self._item(buffer, offset, completion, shown.id)])
 
-    def _item(self, buffer: TextBuffer, offset: int, completion: Completion) -> types.InlineCompletionItem:
+    def _item(self, buffer: TextBuffer, offset: int, completion: Completion,
+              item_id: str) -> types.InlineCompletionItem:
         line, character = buffer.position_at(offset)
         end_line, end_character = buffer.position_at(offset + completion.replace_chars)
         return types.InlineCompletionItem(
             insert_text=completion.text,
             range=types.Range(start=types.Position(line=line, character=character),
                               end=types.Position(line=end_line, character=end_character)),
+            # Run by the editor on acceptance: the count stays on this machine (acceptance.py).
+            command=types.Command(title="vLLM Ghost: accepted", command=CMD_ACCEPTED, arguments=[item_id]),
         )
+
+    def accepted(self, item_id: str, chars: int | None = None) -> None:
+        """The editor accepted an item (`chars` of it, for a partial accept): count it, and
+        look for its text again `retain_s` later."""
+        shown = self.completions.acceptance.accept(item_id, chars)
+        if shown is None:
+            return
+        kept = len(shown.text) if chars is None else max(0, min(chars, len(shown.text)))
+
+        async def check() -> None:
+            await asyncio.sleep(self.retain_s)
+            entry = self.documents.get(shown.uri)
+            self.completions.acceptance.retained(shown, kept, entry.buffer.text if entry is not None else None)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._retain_checks.add(task)
+        task.add_done_callback(self._retain_checks.discard)
 
     def workspace_folders(self) -> list[str]:
         """The client's workspace folders as paths (rootUri when it named no folders)."""
@@ -357,6 +386,16 @@ async def stop_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
 async def start_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
     ls.hold = None
     await ls.backend.start_model(ls.settings)
+    return ls.status_object()
+
+
+@server.command(CMD_ACCEPTED)
+def accepted(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    """Arguments: the item's id, then optionally how many characters were accepted (partial)."""
+    item_id = args[0] if args and isinstance(args[0], str) else None
+    chars = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+    if item_id is not None:
+        ls.accepted(item_id, chars)
     return ls.status_object()
 
 

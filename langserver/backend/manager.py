@@ -171,7 +171,7 @@ class BackendManager:
         if self.active():
             return
         async with self._lock:
-            await self._stop("leave")  # a supervisor that gave up, or a stop another window made
+            await self._stop("leave", report=False)  # a supervisor that gave up, or another window's stop
             supervisor = await self._start(settings)
         if supervisor is not None:
             await supervisor.settled()

@@ -3,7 +3,7 @@
 import * as vscode from 'vscode';
 import { createLog, logInfo, showLog } from './common/log';
 import { onInterpreterChange } from './common/python';
-import { SERVER_START_MODEL, SERVER_STOP_MODEL, ServerManager } from './common/server';
+import { SERVER_ACCEPTED, SERVER_START_MODEL, SERVER_STOP_MODEL, ServerManager } from './common/server';
 import { SECTION, settingKeys } from './common/settings';
 import { MENU_COMMAND, StatusBar, showMenu } from './common/statusBar';
 import { registerContinue } from './continue';
@@ -33,6 +33,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand('vllmGhost.restartServer', () => manager.restart()),
     vscode.commands.registerCommand('vllmGhost.restartModel', () => manager.restartModel()),
     vscode.commands.registerCommand('vllmGhost.stopModel', () => manager.modelCommand(SERVER_STOP_MODEL)),
+    // Not in the palette: the server puts it on every item, VS Code runs it when one is accepted.
+    vscode.commands.registerCommand(SERVER_ACCEPTED, (...args: unknown[]) => manager.accepted(args)),
     vscode.commands.registerCommand('vllmGhost.startModel', () => manager.modelCommand(SERVER_START_MODEL)),
     vscode.commands.registerCommand('vllmGhost.toggleCompletions', () => toggleCompletions()),
     vscode.commands.registerCommand('vllmGhost.showLog', () => showLog()),

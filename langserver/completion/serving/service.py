@@ -10,6 +10,7 @@ decides how the user hears of them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
+from langserver.completion.serving.acceptance import Acceptance
 from langserver.completion.serving.cache import CompletionCache
 from langserver.completion.serving.scheduler import Scheduler, at_line_start
 from langserver.completion.serving.warmup import Warmer
@@ -53,6 +55,7 @@ class CompletionService:
         self._stream = self.warmer.watch(open_stream)
         self.cache = CompletionCache()  # typing through a shown completion asks no one
         self._cache_settings: Settings | None = None
+        self.acceptance = Acceptance()  # shown, accepted, retained, per language: local only
         # The last answer from the model: its confidence and whether it was shown (vllmGhost.status).
         self.last: dict[str, Any] | None = None
 
@@ -133,7 +136,8 @@ class CompletionService:
         cached = self.cache.get(request.text, request.offset)
         if cached is not None:
             self.scheduler.document(uri).note(settings.completion.debounce_ms)
-        return cached
+            return dataclasses.replace(cached, typed_through=True)
+        return None
 
     def _record(self, timings: Timings) -> None:
         self.timing_stats.add(timings)
@@ -148,6 +152,7 @@ class CompletionService:
         detail["warmups"] = self.warmer.sent
         if self.last is not None:
             detail["last"] = self.last
+        detail["acceptance"] = self.acceptance.summary()
         return detail
 
     def reset_timings(self) -> None:

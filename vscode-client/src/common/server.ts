@@ -39,6 +39,8 @@ export const SERVER_RESTART_MODEL = 'vllmGhost.restartModel';
 export const SERVER_STATUS = 'vllmGhost.status';
 export const SERVER_STOP_MODEL = 'vllmGhost.stopModel';
 export const SERVER_START_MODEL = 'vllmGhost.startModel';
+/** Each inline item carries this command; VS Code runs it on acceptance. */
+export const SERVER_ACCEPTED = 'vllmGhost.accepted';
 const STOP_TIMEOUT_MS = 20000;
 const MAX_CRASHES = 3;
 const CRASH_WINDOW_MS = 3 * 60 * 1000;
@@ -178,6 +180,20 @@ export class ServerManager implements vscode.Disposable {
     } catch (err) {
       logError(`${command} failed: ${errorText(err)}`);
       void vscode.window.showErrorMessage(`vLLM Ghost: ${command} failed: ${errorText(err)}`);
+    }
+  }
+
+  /** An item was accepted (VS Code ran its command): the server counts it, locally. */
+  async accepted(args: unknown[]): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return;
+    }
+    try {
+      const result = await client.sendRequest(ExecuteCommandRequest.type, { command: SERVER_ACCEPTED, arguments: args });
+      this.statusBar.setStatus(parseStatus(result));
+    } catch (err) {
+      logError(`counting an acceptance failed: ${errorText(err)}`);
     }
   }
 

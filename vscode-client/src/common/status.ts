@@ -97,13 +97,45 @@ export function present(status: Status, options: PresentOptions): View {
   if (typeof seconds === 'number') {
     lines.push(`Started in ${seconds.toFixed(1)} s`);
   }
+  lines.push(...acceptanceLines(status.detail.acceptance));
   const lastLines = status.detail.lastLines;
   if (state === 'error' && Array.isArray(lastLines) && lastLines.length > 0) {
     lines.push('', ...lastLines.slice(-5).map(line => String(line)));
   }
   lines.push('', 'Click for vLLM Ghost commands');
-  const severity: Severity = state === 'error' ? 'error' : state === 'stopped' ? 'warning' : 'normal';
+  // A stop the user chose (Stop Model, autoStart, the idle unload) is not a warning.
+  const chosen = typeof status.detail.stoppedBy === 'string';
+  const severity: Severity = state === 'error' ? 'error' : state === 'stopped' && !chosen ? 'warning' : 'normal';
   return { text, tooltip: lines.join('\n'), label: `${NAME}: ${state}`, severity };
+}
+
+/** The tooltip's "is it worth it" lines, from `detail.acceptance` (counted by the server, locally). */
+export function acceptanceLines(raw: unknown): string[] {
+  if (typeof raw !== 'object' || raw === null) {
+    return [];
+  }
+  const total = (raw as Record<string, unknown>).total;
+  if (typeof total !== 'object' || total === null) {
+    return [];
+  }
+  const counts = total as Record<string, unknown>;
+  const number = (key: string): number => (typeof counts[key] === 'number' ? (counts[key] as number) : 0);
+  if (number('shown') === 0) {
+    return [];
+  }
+  const percent = (value: number): string => `${Math.round(value * 100)}%`;
+  const lines = [
+    `Accepted ${number('accepted')} of ${number('shown')} shown (${percent(number('accepted') / number('shown'))}), ` +
+      `${number('acceptedChars')} characters`,
+  ];
+  if (number('checkedChars') > 0) {
+    lines.push(`Still there 30 s later: ${percent(number('retainedChars') / number('checkedChars'))} of them`);
+  }
+  const latency = counts.latencyMs as Record<string, unknown> | undefined;
+  if (latency && typeof latency.p50 === 'number' && typeof latency.p95 === 'number') {
+    lines.push(`Latency p50 ${Math.round(latency.p50)} ms, p95 ${Math.round(latency.p95)} ms`);
+  }
+  return lines;
 }
 
 function shorten(text: string, max: number): string {

@@ -71,6 +71,30 @@ describe('present', () => {
     assert.equal(view.severity, 'warning');
     assert.equal(view.text, '$(debug-stop) vLLM Ghost: stopped');
   });
+
+  it('does not warn about a stop the user chose, and says who stopped it', () => {
+    const stopped: Status = {
+      state: 'stopped',
+      message: 'model stopped by Stop Model in another window; Start Model loads it again',
+      detail: { stoppedBy: 'another window' },
+    };
+    const view = present(stopped, on);
+    assert.equal(view.severity, 'normal');
+    assert.match(view.tooltip, /another window/);
+  });
+
+  it('shows acceptance and latency in the tooltip once something was shown', () => {
+    const acceptance = {
+      total: { shown: 40, accepted: 12, acceptedChars: 410, checkedChars: 400, retainedChars: 340,
+        latencyMs: { p50: 182.4, p95: 421.9, n: 40 } },
+    };
+    const view = present({ state: 'ready', message: 'tiny ready', detail: { acceptance } }, on);
+    assert.match(view.tooltip, /Accepted 12 of 40 shown \(30%\), 410 characters/);
+    assert.match(view.tooltip, /Still there 30 s later: 85% of them/);
+    assert.match(view.tooltip, /Latency p50 182 ms, p95 422 ms/);
+    const none = present({ state: 'ready', message: '', detail: { acceptance: { total: { shown: 0 } } } }, on);
+    assert.doesNotMatch(none.tooltip, /Accepted/);
+  });
 });
 
 describe('progressText', () => {
