@@ -226,7 +226,13 @@ class GhostServer(LanguageServer):
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
         request = pipeline.Request(text=buffer.text, offset=offset, language=language)
+        explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         try:
+            if explicit:
+                found = await self.completions.complete_explicit(params.text_document.uri, request, settings, started)
+                return types.InlineCompletionList(items=[
+                    self._shown_item(params, buffer, language, offset, completion, started, new=index == 0)
+                    for index, completion in enumerate(found)])
             completion = await self.completions.complete(params.text_document.uri, request, settings, started)
         except BackendUnavailable:
             return empty
@@ -244,9 +250,15 @@ class GhostServer(LanguageServer):
             return empty
         if completion is None:
             return empty
+        return types.InlineCompletionList(items=[self._shown_item(params, buffer, language, offset, completion,
+                                                                  started)])
+
+    def _shown_item(self, params: types.InlineCompletionParams, buffer: TextBuffer, language: str, offset: int,
+                    completion: Completion, started: float, new: bool = True) -> types.InlineCompletionItem:
         shown = self.completions.acceptance.show(params.text_document.uri, language, completion.text, offset,
-                                                 (time.monotonic() - started) * 1000, completion.typed_through)
-        return types.InlineCompletionList(items=[self._item(buffer, offset, completion, shown.id)])
+                                                 (time.monotonic() - started) * 1000,
+                                                 new and not completion.typed_through)
+        return self._item(buffer, offset, completion, shown.id)
 
     def _item(self, buffer: TextBuffer, offset: int, completion: Completion,
               item_id: str) -> types.InlineCompletionItem:

@@ -114,6 +114,9 @@ class CompletionSettings:
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
     min_confidence: float = 0.005
     disabled_languages: tuple[str, ...] = ()
+    # An explicit request (Alt+\ in VS Code) gets up to this many different completions to cycle
+    # through, from one request; 1 = only the likeliest.
+    alternatives: int = 3
     cross_file: CrossFileSettings = field(default_factory=CrossFileSettings)
 
 
@@ -152,6 +155,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "completion.contextChars": (0, 10_000_000),
     "completion.timeoutMs": (100, 600_000),
     "completion.minConfidence": (0, 1),
+    "completion.alternatives": (1, 8),
     "completion.crossFile.maxTokens": (0, 1_000_000),
 }
 # Lists whose items come from a fixed set.

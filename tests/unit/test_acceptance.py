@@ -39,7 +39,7 @@ def test_a_partial_accept_counts_its_characters_only() -> None:
 def test_typing_through_is_not_a_new_suggestion_but_its_acceptance_counts() -> None:
     counts = Acceptance()
     counts.show("u", "python", TEXT, 0, 100.0)
-    rest = counts.show("u", "python", TEXT[4:], 4, 1.0, typed_through=True)
+    rest = counts.show("u", "python", TEXT[4:], 4, 1.0, new=False)
     counts.accept(rest.id)
     total = counts.summary()["total"]
     assert (total["shown"], total["accepted"], total["acceptedChars"]) == (1, 1, len(TEXT) - 4)

@@ -77,13 +77,14 @@ class Acceptance:
         return self.languages.setdefault(language or "unknown", LanguageStats())
 
     def show(self, uri: str, language: str, text: str, offset: int, latency_ms: float | None,
-             typed_through: bool = False) -> Shown:
-        """An item goes to the editor: count it and remember it under a new id. The rest of
-        a completion the user is typing through is not counted again (nor timed: the cache
-        answered), but its acceptance counts."""
+             new: bool = True) -> Shown:
+        """An item goes to the editor: count it and remember it under a new id. Not `new`: the
+        rest of a completion the user is typing through, or an explicit request's second and
+        third alternatives (seen only if the user cycles to them): not counted as shown (nor
+        timed), but an acceptance of them counts."""
         shown = Shown(f"g{next(self._ids)}", uri, language, text, offset)
         stats = self._stats(language)
-        if not typed_through:
+        if new:
             stats.shown += 1
             if latency_ms is not None:
                 stats.latencies_ms.append(latency_ms)

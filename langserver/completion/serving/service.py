@@ -109,6 +109,42 @@ class CompletionService:
             self.cache.put(request.text, request.offset, completion)
         return completion
 
+    async def complete_explicit(self, uri: str, request: pipeline.Request, settings: Settings,
+                                started: float | None = None) -> list[Completion]:
+        """The user asked (an explicit request): no debounce, no confidence gate (asking and
+        getting nothing is the worst answer), and up to `completion.alternatives` different
+        completions from one request. It supersedes the document's request in flight."""
+        started = time.monotonic() if started is None else started
+        if self._forbidden is not None and self._forbidden(uri, request.text):  # a secret never goes into a prompt
+            return []
+        timings = Timings(started=started)
+        n = settings.completion.alternatives
+
+        async def job() -> list[Completion]:
+            timings.mark("debounce")
+            max_model_len = self._max_model_len()
+            counter = pipeline.token_counter(settings)
+            repo = self._cross_file(uri, request, settings, max_model_len, counter or ESTIMATE)
+            context = pipeline.make_context(request, settings, max_model_len, counter, repo)
+            if n == 1:
+                one = await pipeline.complete_streaming(request, settings, self._stream, max_model_len,
+                                                        timings=timings, context=context)
+                return [one] if one is not None else []
+            return await pipeline.complete_alternatives(request, settings, self._stream, n, max_model_len,
+                                                        timings=timings, context=context)
+
+        outcome = await asyncio.wait_for(self.scheduler.run(uri, job, 0), settings.completion.timeout_ms / 1000)
+        if outcome.superseded or outcome.value is None:
+            return []
+        self._record(timings)
+        found = outcome.value
+        confidence = found[0].confidence if found else None
+        self.last = {**(confidence.to_wire() if confidence is not None else {"confidence": None}),
+                     "shown": bool(found), "explicit": True, "alternatives": len(found)}
+        if found:
+            self.cache.put(request.text, request.offset, found[0])
+        return found
+
     def _gate(self, completion: Completion | None, min_confidence: float) -> Completion | None:
         """Nothing when the model was unsure of it (below `completion.minConfidence`); an
         unknown confidence (a server without log probabilities) passes."""
