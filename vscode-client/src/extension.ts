@@ -6,6 +6,7 @@ import { onInterpreterChange } from './common/python';
 import { SERVER_ACCEPTED, SERVER_START_MODEL, SERVER_STOP_MODEL, ServerManager } from './common/server';
 import { SECTION, settingKeys } from './common/settings';
 import { MENU_COMMAND, StatusBar, showMenu } from './common/statusBar';
+import { completionsAllowed, snoozeMinutesLeft, toggledLanguages } from './common/status';
 import { registerContinue } from './continue';
 import { ServerInstaller } from './install';
 
@@ -25,7 +26,17 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   const keys = settingKeys(context.extension.packageJSON as Parameters<typeof settingKeys>[0]);
   const installer = new ServerInstaller(context);
-  const manager = new ServerManager(log, statusBar, keys, installer);
+  const disabledLanguages = (): string[] =>
+    vscode.workspace.getConfiguration(SECTION).get<string[]>('completion.disabledLanguages', []);
+  const showLanguage = (): void => {
+    const id = vscode.window.activeTextEditor?.document.languageId;
+    statusBar.setLanguage(id ? { id, disabled: disabledLanguages().includes(id) } : undefined);
+  };
+  showLanguage();
+  // Snoozed or off for the language: VS Code's request never reaches the server.
+  const allowed = (document: vscode.TextDocument): boolean =>
+    completionsAllowed(document.languageId, disabledLanguages(), statusBar.snoozeEnd, Date.now());
+  const manager = new ServerManager(log, statusBar, keys, installer, allowed);
   server = manager;
   context.subscriptions.push(manager);
 
@@ -37,19 +48,27 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand(SERVER_ACCEPTED, (...args: unknown[]) => manager.accepted(args)),
     vscode.commands.registerCommand('vllmGhost.startModel', () => manager.modelCommand(SERVER_START_MODEL)),
     vscode.commands.registerCommand('vllmGhost.toggleCompletions', () => toggleCompletions()),
+    vscode.commands.registerCommand('vllmGhost.snooze', (minutes?: number) => snooze(statusBar, minutes)),
+    vscode.commands.registerCommand('vllmGhost.toggleLanguage', (language?: string) => toggleLanguage(language)),
+    vscode.window.onDidChangeActiveTextEditor(() => showLanguage()),
     vscode.commands.registerCommand('vllmGhost.showLog', () => showLog()),
     vscode.commands.registerCommand('vllmGhost.installServer', async () => {
       if (await installer.install()) {
         await manager.restart();
       }
     }),
-    vscode.commands.registerCommand(MENU_COMMAND, () => showMenu(statusBar.current, completionsEnabled())),
+    vscode.commands.registerCommand(MENU_COMMAND, () => {
+      const id = vscode.window.activeTextEditor?.document.languageId;
+      const language = id ? { id, disabled: disabledLanguages().includes(id) } : undefined;
+      return showMenu(statusBar.current, completionsEnabled(), snoozeMinutesLeft(statusBar.snoozeEnd, Date.now()), language);
+    }),
     vscode.workspace.onDidChangeConfiguration(event => {
       if (!event.affectsConfiguration(SECTION)) {
         return;
       }
       const wasEnabled = statusBar.completionsEnabled;
       statusBar.setCompletionsEnabled(completionsEnabled());
+      showLanguage();
       if (wasEnabled && !completionsEnabled()) {
         void offerStopModel(statusBar.current.state, manager);
       }
@@ -94,6 +113,35 @@ async function offerStopModel(state: string, manager: ServerManager): Promise<vo
 }
 
 const STOP_MODEL_ACTION = 'Stop Model';
+const SNOOZE_CHOICES = [5, 15, 60];
+
+/** Snooze completions in this window for `minutes` (asked when not given; 0 resumes). */
+async function snooze(statusBar: StatusBar, minutes?: number): Promise<void> {
+  if (minutes === undefined) {
+    const picked = await vscode.window.showQuickPick(
+      SNOOZE_CHOICES.map(choice => ({ label: `${choice} minutes`, minutes: choice })),
+      { title: 'vLLM Ghost: snooze completions for' },
+    );
+    if (!picked) {
+      return;
+    }
+    minutes = picked.minutes;
+  }
+  statusBar.snooze(minutes);
+  logInfo(minutes > 0 ? `completions snoozed for ${minutes} min` : 'completions resumed');
+}
+
+/** Completions off (or on again) for one language: vllmGhost.completion.disabledLanguages. */
+async function toggleLanguage(language?: string): Promise<void> {
+  const id = language ?? vscode.window.activeTextEditor?.document.languageId;
+  if (!id) {
+    return;
+  }
+  const config = vscode.workspace.getConfiguration(SECTION);
+  const next = toggledLanguages(config.get<string[]>('completion.disabledLanguages', []), id);
+  await config.update('completion.disabledLanguages', next, vscode.ConfigurationTarget.Global);
+  logInfo(`completions ${next.includes(id) ? 'off' : 'on'} for ${id}`);
+}
 
 async function toggleCompletions(): Promise<void> {
   const config = vscode.workspace.getConfiguration(SECTION);

@@ -121,6 +121,7 @@ export class ServerManager implements vscode.Disposable {
     private readonly statusBar: StatusBar,
     private readonly settingKeys: readonly string[],
     private readonly installer: Installer,
+    private readonly allowed: (document: vscode.TextDocument) => boolean = () => true,
   ) {}
 
   /** Start, stop and restart run one at a time, in call order. */
@@ -246,6 +247,10 @@ export class ServerManager implements vscode.Disposable {
       initializationOptions: this.serverSettings(),
       outputChannel: this.log,
       initializationFailedHandler: () => false,
+      middleware: {
+        provideInlineCompletionItems: (document, position, context, token, next) =>
+          this.allowed(document) ? next(document, position, context, token) : null,
+      },
       errorHandler: {
         error: (_error, _message, count): ErrorHandlerResult => ({
           action: (count ?? 0) <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,

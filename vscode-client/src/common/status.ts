@@ -66,6 +66,28 @@ export interface PresentOptions {
   completionsEnabled: boolean;
   /** The latest work-done progress message or percentage while loading. */
   progress?: string;
+  /** Snoozed until this time (ms since the epoch), when in the future; `now` is the clock. */
+  snoozedUntil?: number;
+  now?: number;
+  /** The active editor's language, and whether vllmGhost.completion.disabledLanguages lists it. */
+  language?: { id: string; disabled: boolean };
+}
+
+/** Whole minutes left of a snooze (at least 1 while any is left); 0 when not snoozed. */
+export function snoozeMinutesLeft(until: number | undefined, now: number): number {
+  return until !== undefined && until > now ? Math.max(1, Math.ceil((until - now) / 60000)) : 0;
+}
+
+/** Whether completions may be asked for now: not snoozed, and not off for the language. */
+export function completionsAllowed(language: string, disabledLanguages: readonly string[], snoozedUntil: number | undefined, now: number): boolean {
+  return snoozeMinutesLeft(snoozedUntil, now) === 0 && !disabledLanguages.includes(language);
+}
+
+/** `disabledLanguages` with `language` added (off) or removed (on). */
+export function toggledLanguages(disabledLanguages: readonly string[], language: string): string[] {
+  return disabledLanguages.includes(language)
+    ? disabledLanguages.filter(id => id !== language)
+    : [...disabledLanguages, language];
 }
 
 /** Status bar text, tooltip and colour for a status. */
@@ -78,7 +100,20 @@ export function present(status: Status, options: PresentOptions): View {
   } else if (state === 'stopped' || state === 'disabled') {
     text += state === 'disabled' ? ': off' : ': stopped';
   }
+  const snoozed = snoozeMinutesLeft(options.snoozedUntil, options.now ?? Date.now());
+  const languageOff = options.language?.disabled === true && state !== 'error';
+  if (state !== 'error' && state !== 'disabled' && snoozed > 0) {
+    text = `$(clock) ${NAME}: snoozed ${snoozed} min`;
+  } else if (languageOff && state !== 'disabled') {
+    text = `$(circle-slash) ${NAME}: off for ${options.language?.id}`;
+  }
   const lines = [`${NAME}: ${TITLES[state]}`];
+  if (snoozed > 0) {
+    lines.push(`Snoozed: ${snoozed} min left`);
+  }
+  if (options.language) {
+    lines.push(`Completions for ${options.language.id}: ${options.language.disabled ? 'off' : 'on'}`);
+  }
   if (status.message && status.message !== TITLES[state]) {
     lines.push(status.message);
   }
@@ -106,7 +141,8 @@ export function present(status: Status, options: PresentOptions): View {
   // A stop the user chose (Stop Model, autoStart, the idle unload) is not a warning.
   const chosen = typeof status.detail.stoppedBy === 'string';
   const severity: Severity = state === 'error' ? 'error' : state === 'stopped' && !chosen ? 'warning' : 'normal';
-  return { text, tooltip: lines.join('\n'), label: `${NAME}: ${state}`, severity };
+  const label = state !== 'error' && state !== 'disabled' && snoozed > 0 ? `${NAME}: snoozed` : `${NAME}: ${state}`;
+  return { text, tooltip: lines.join('\n'), label, severity };
 }
 
 /** The tooltip's "is it worth it" lines, from `detail.acceptance` (counted by the server, locally). */
