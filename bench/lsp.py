@@ -58,8 +58,10 @@ class GhostClient(LanguageClient):
         assert self._server is not None
         return self._server.pid
 
-    async def launch(self, env: dict[str, str] | None = None) -> None:
-        await self.start_io(sys.executable, "-m", "langserver", env={**os.environ, **(env or {})}, cwd=str(ROOT))
+    async def launch(self, env: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
+        """`argv`: the server's command line (default: this Python's `-m langserver`)."""
+        command = argv or [sys.executable, "-m", "langserver"]
+        await self.start_io(command[0], *command[1:], env={**os.environ, **(env or {})}, cwd=str(ROOT))
         assert self._server is not None and self._server.stderr is not None
         stderr = self._server.stderr
 

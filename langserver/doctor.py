@@ -25,7 +25,7 @@ import httpx
 
 from langserver.backend import fit
 from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use, resolve_command
-from langserver.backend.shared import Registry, all_states
+from langserver.backend.shared import Registry, all_states, proc_is_ours
 from langserver.settings import Settings
 
 Level = Literal["ok", "warn", "fail"]
@@ -77,7 +77,7 @@ def run(settings: Settings, problems: list[str]) -> list[Finding]:
         settings, plan = fit.fitted(settings)
         env = {**os.environ, **settings.vllm.env}
         vllm_finding, probe = check_vllm(settings.vllm.command, env)
-        findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env),
+        findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env), check_proc(),
                      check_model(settings.model.path, env), check_port(settings)]
     findings.append(check_key_file(key_file()))
     return findings
@@ -223,6 +223,14 @@ def check_compiler(env: Mapping[str, str]) -> Finding:
     if env.get("TORCHDYNAMO_DISABLE") == "1":
         return Finding("compiler", "ok", "none needed: TORCHDYNAMO_DISABLE=1 runs vLLM's compiled functions eagerly")
     return Finding("compiler", "ok", str(shutil.which(env.get("CXX") or "g++", path=env.get("PATH"))))
+
+
+def check_proc() -> Finding:
+    if proc_is_ours():
+        return Finding("proc", "ok", "/proc is mounted")
+    return Finding("proc", "warn", "/proc is not mounted for this process (a plain chroot or a bare container): "
+                   "vLLM reads it at start-up (/proc/meminfo) and fails without it. Fix: mount it "
+                   "(mount -t proc proc /proc inside the root), or run vLLM elsewhere through vllm.command.")
 
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")

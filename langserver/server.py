@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Literal
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -26,6 +27,7 @@ from langserver.backend.manager import BackendManager, BackendUnavailable
 from langserver.backend.status import Status
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
+from langserver.completion.serving import acceptance
 from langserver.completion.serving.service import CompletionService
 from langserver.document import Change, TextBuffer
 from langserver.settings import Settings, parse_settings, process_settings, redacted
@@ -34,6 +36,12 @@ from langserver.workspace import Workspace
 STATUS_NOTIFICATION = "vllmGhost/status"
 CMD_RESTART_MODEL = "vllmGhost.restartModel"
 CMD_STATUS = "vllmGhost.status"
+CMD_STOP_MODEL = "vllmGhost.stopModel"
+CMD_START_MODEL = "vllmGhost.startModel"
+# Each item carries this command (with its id): the editor runs it when the user accepts the item.
+CMD_ACCEPTED = "vllmGhost.accepted"
+# How often the idle unload looks at the time since the last completion (at most).
+IDLE_CHECK_S = 30.0
 log = logging.getLogger("vllm-ghost")
 # The loggers `log.level` steers: this module's and the pipeline's (named after their modules).
 LOGGERS = ("vllm-ghost", "langserver")
@@ -79,6 +87,15 @@ class GhostServer(LanguageServer):
         self.started_at = time.monotonic()
         self._last_status = Status("stopped")
         self._last_status_at = 0.0
+        # Why the model is not loaded, when that was a choice: the user stopped it (here or in
+        # another window: a completion does not undo that), vllm.autoStart waits for the first
+        # completion, or vllm.idleUnloadMinutes let go of it (both load it at the next one).
+        self.hold: Literal["user", "lazy", "idle"] | None = None
+        self.last_activity = time.monotonic()
+        self._idle_task: asyncio.Task[None] | None = None
+        # How long after an acceptance its text is looked for (tests shorten the 30 s).
+        self.retain_s = float(os.environ.get("VLLM_GHOST_RETAIN_S", acceptance.RETAIN_S))
+        self._retain_checks: set[asyncio.Task[None]] = set()
         # Cache, scheduler, warm-up and pipeline: everything between the LSP request and its answer.
         self.completions = CompletionService(self.backend.stream, lambda: self.backend.max_model_len,
                                              self.documents.cross_file, self.documents.forbidden)
@@ -102,6 +119,8 @@ class GhostServer(LanguageServer):
         self._last_status, self._last_status_at = status, now
         # Progress and message first: a client that acts on the state finds them done.
         self._update_progress(status)
+        if status.state == "stopped" and status.detail.get("stoppedBy") == "another window":
+            self.hold = "user"
         if status.state == "error":
             self.show_once(status.message)
         elif status.state == "ready":
@@ -163,12 +182,55 @@ class GhostServer(LanguageServer):
                 if restart:
                     await self.backend.restart(self.settings)
                 else:
-                    await self.backend.start(self.settings)
+                    await self.backend.start_model(self.settings)
             except Exception as err:
                 log.exception("backend start failed")
                 self.publish_status(Status("error", f"backend failed to start: {err}"))
 
+        self.hold = None
         self._backend_task = asyncio.get_running_loop().create_task(run())
+
+    def on_start(self) -> None:
+        """After `initialized`: load the model now, or at the first completion (vllm.autoStart)."""
+        if self.settings.vllm.auto_start == "startup":
+            self.start_backend()
+        else:
+            self.hold = "lazy"
+            self.publish_status(Status("stopped", "the model loads at the first completion (vllm.autoStart)",
+                                       {"stoppedBy": "autoStart"}))
+        self._idle_task = asyncio.get_running_loop().create_task(self._unload_when_idle())
+
+    def wake_backend(self) -> None:
+        """A completion arrived while no model is loaded: load it if it was only waiting for one,
+        or join one another window started since; never undo the user's Stop Model otherwise."""
+        if self.backend.active() or (self._backend_task is not None and not self._backend_task.done()):
+            return
+        if self.hold in ("lazy", "idle") or (self.backend.status.state == "stopped" and self.backend.shared_running()):
+            self.log_line("loading the model for the first completion" if self.hold == "lazy" else
+                          "loading the model again")
+            self.start_backend()
+
+    async def stop_model(self) -> None:
+        await self.backend.stop_model()
+        self.hold = "user"
+
+    async def _unload_when_idle(self) -> None:
+        """vllm.idleUnloadMinutes without a completion request: let go of the model (other
+        windows may keep the shared vLLM); the next completion loads it again."""
+        while True:
+            minutes = self.settings.vllm.idle_unload_minutes
+            await asyncio.sleep(min(IDLE_CHECK_S, minutes * 15) if minutes > 0 else IDLE_CHECK_S)
+            minutes = self.settings.vllm.idle_unload_minutes
+            idle_s = time.monotonic() - self.last_activity
+            if minutes <= 0 or idle_s < minutes * 60 or not self.backend.active():
+                continue
+            if self.backend.status.state != "ready" or self.settings.backend.mode != "managed":
+                continue
+            self.log_line(f"no completion for {idle_s / 60:.1f} min (vllmGhost.vllm.idleUnloadMinutes): "
+                          "unloading the model", types.MessageType.Info)
+            await self.backend.unload(f"model unloaded after {minutes:g} min without completions; "
+                                      "the next completion loads it again")
+            self.hold = "idle"
 
     # --- completion -------------------------------------------------------------------------
     async def complete(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -178,12 +240,20 @@ class GhostServer(LanguageServer):
         settings = self.settings
         if doc is None or not settings.completion.enabled:
             return empty
+        self.last_activity = started
+        self.wake_backend()
         buffer, language = doc.buffer, doc.language
         if language in settings.completion.disabled_languages:
             return empty
         offset = buffer.offset_at(params.position.line, params.position.character)
         request = pipeline.Request(text=buffer.text, offset=offset, language=language)
+        explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         try:
+            if explicit:
+                found = await self.completions.complete_explicit(params.text_document.uri, request, settings, started)
+                return types.InlineCompletionList(items=[
+                    self._shown_item(params, buffer, language, offset, completion, started, new=index == 0)
+                    for index, completion in enumerate(found)])
             completion = await self.completions.complete(params.text_document.uri, request, settings, started)
         except BackendUnavailable:
             return empty
@@ -201,16 +271,44 @@ class GhostServer(LanguageServer):
             return empty
         if completion is None:
             return empty
-        return types.InlineCompletionList(items=[self._item(buffer, offset, completion)])
+        return types.InlineCompletionList(items=[self._shown_item(params, buffer, language, offset, completion,
+                                                                  started)])
 
-    def _item(self, buffer: TextBuffer, offset: int, completion: Completion) -> types.InlineCompletionItem:
+    def _shown_item(self, params: types.InlineCompletionParams, buffer: TextBuffer, language: str, offset: int,
+                    completion: Completion, started: float, new: bool = True) -> types.InlineCompletionItem:
+        shown = self.completions.acceptance.show(params.text_document.uri, language, completion.text, offset,
+                                                 (time.monotonic() - started) * 1000,
+                                                 new and not completion.typed_through)
+        return self._item(buffer, offset, completion, shown.id)
+
+    def _item(self, buffer: TextBuffer, offset: int, completion: Completion,
+              item_id: str) -> types.InlineCompletionItem:
         line, character = buffer.position_at(offset)
         end_line, end_character = buffer.position_at(offset + completion.replace_chars)
         return types.InlineCompletionItem(
             insert_text=completion.text,
             range=types.Range(start=types.Position(line=line, character=character),
                               end=types.Position(line=end_line, character=end_character)),
+            # Run by the editor on acceptance: the count stays on this machine (acceptance.py).
+            command=types.Command(title="vLLM Ghost: accepted", command=CMD_ACCEPTED, arguments=[item_id]),
         )
+
+    def accepted(self, item_id: str, chars: int | None = None) -> None:
+        """The editor accepted an item (`chars` of it, for a partial accept): count it, and
+        look for its text again `retain_s` later."""
+        shown = self.completions.acceptance.accept(item_id, chars)
+        if shown is None:
+            return
+        kept = len(shown.text) if chars is None else max(0, min(chars, len(shown.text)))
+
+        async def check() -> None:
+            await asyncio.sleep(self.retain_s)
+            entry = self.documents.get(shown.uri)
+            self.completions.acceptance.retained(shown, kept, entry.buffer.text if entry is not None else None)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._retain_checks.add(task)
+        task.add_done_callback(self._retain_checks.discard)
 
     def workspace_folders(self) -> list[str]:
         """The client's workspace folders as paths (rootUri when it named no folders)."""
@@ -270,7 +368,7 @@ def on_workspace_folders(ls: GhostServer, params: types.DidChangeWorkspaceFolder
 
 @server.feature(types.INITIALIZED)
 def on_initialized(ls: GhostServer, params: types.InitializedParams) -> None:
-    ls.start_backend()
+    ls.on_start()
 
 
 @server.feature(types.SHUTDOWN)
@@ -282,7 +380,7 @@ async def on_shutdown(ls: GhostServer, params: None) -> None:
 def on_configuration(ls: GhostServer, params: types.DidChangeConfigurationParams) -> None:
     if params.settings is None:
         return
-    if ls.apply_settings(params.settings):
+    if ls.apply_settings(params.settings) and ls.hold is None:
         ls.start_backend(restart=True)
 
 
@@ -310,7 +408,31 @@ async def on_inline_completion(ls: GhostServer, params: types.InlineCompletionPa
 
 @server.command(CMD_RESTART_MODEL)
 async def restart_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    ls.hold = None
     await ls.backend.restart(ls.settings)
+    return ls.status_object()
+
+
+@server.command(CMD_STOP_MODEL)
+async def stop_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    await ls.stop_model()
+    return ls.status_object()
+
+
+@server.command(CMD_START_MODEL)
+async def start_model(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    ls.hold = None
+    await ls.backend.start_model(ls.settings)
+    return ls.status_object()
+
+
+@server.command(CMD_ACCEPTED)
+def accepted(ls: GhostServer, *args: Any) -> dict[str, Any]:
+    """Arguments: the item's id, then optionally how many characters were accepted (partial)."""
+    item_id = args[0] if args and isinstance(args[0], str) else None
+    chars = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+    if item_id is not None:
+        ls.accepted(item_id, chars)
     return ls.status_object()
 
 

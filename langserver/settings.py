@@ -24,6 +24,7 @@ LogLevel = Literal["error", "warning", "info", "debug"]
 ModelPreset = Literal["auto", "qwen3-coder-30b-fp8", "qwen2.5-coder-14b", "qwen2.5-coder-7b", "qwen2.5-coder-3b",
                       "qwen2.5-coder-1.5b"]
 SchedulingPolicy = Literal["fcfs", "priority"]
+AutoStart = Literal["startup", "firstCompletion"]
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,16 @@ class VllmSettings:
     # `--max-num-batched-tokens` (the chunked-prefill chunk: how long one engine step may take
     # with a long prompt in it); 0 = vLLM's default. A --max-num-batched-tokens in vllm.args wins.
     max_num_batched_tokens: int = 0
+    # The GPU is the user's: load the model when the server starts, or only at the first
+    # completion; and let go of it after this many minutes without a completion (0 = never).
+    auto_start: AutoStart = "startup"
+    idle_unload_minutes: float = 0.0
 
 
 # vllm.* knobs that steer the supervisor and the keeper, not the vLLM process: a change
 # applies to the running vLLM instead of starting a new one (minutes of model loading).
-SUPERVISION_FIELDS = ("idle_grace_s", "keep_alive", "max_restarts", "restart_window_s", "health_interval_s")
+SUPERVISION_FIELDS = ("idle_grace_s", "keep_alive", "max_restarts", "restart_window_s", "health_interval_s",
+                      "auto_start", "idle_unload_minutes")
 
 
 def process_settings(vllm: VllmSettings) -> VllmSettings:
@@ -131,6 +137,9 @@ class CompletionSettings:
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
     min_confidence: float = 0.005
     disabled_languages: tuple[str, ...] = ()
+    # An explicit request (Alt+\ in VS Code) gets up to this many different completions to cycle
+    # through, from one request; 1 = only the likeliest.
+    alternatives: int = 3
     cross_file: CrossFileSettings = field(default_factory=CrossFileSettings)
 
 
@@ -163,6 +172,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "vllm.healthIntervalS": (0.1, 3600),
     "vllm.maxNumBatchedTokens": (0, 10_000_000),
     "backend.priority": (-(2**31), 2**31 - 1),
+    "vllm.idleUnloadMinutes": (0, 10080),
     "completion.maxTokens": (1, 8192),
     "completion.temperature": (0, 2),
     "completion.debounceMs": (-1, 5000),
@@ -170,6 +180,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "completion.contextChars": (0, 10_000_000),
     "completion.timeoutMs": (100, 600_000),
     "completion.minConfidence": (0, 1),
+    "completion.alternatives": (1, 8),
     "completion.crossFile.maxTokens": (0, 1_000_000),
 }
 # Lists whose items come from a fixed set.

@@ -157,3 +157,20 @@ def kill_all(marker: str) -> None:
 def save_artifact(name: str, data: Any) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / name).write_text(data if isinstance(data, str) else json.dumps(data, indent=2))
+
+
+def plain_root_command(sysroot: Path, argv: list[str], binds: tuple[Path, ...] = ()) -> list[str]:
+    """argv running `argv` in `sysroot` as a plain chroot, as a user sets one up by hand: only this
+    project (its .venv and models) and the venv's base Python are mounted; no /proc, /sys, /dev
+    or /tmp of the host (the root's own /dev from debootstrap has null and urandom; /proc is an
+    empty directory). scripts/in-editors-root mounts all of them; this does not, on purpose."""
+    base_bin = ""
+    config = ROOT / ".venv" / "pyvenv.cfg"
+    if config.exists():
+        base_bin = next((line.split("=", 1)[1].strip() for line in config.read_text().splitlines()
+                         if line.startswith("home")), "")
+    sources = [ROOT, *binds] + ([Path(base_bin).parent] if base_bin and not base_bin.startswith("/usr") else [])
+    mounts = " && ".join(f"mkdir -p '{sysroot}{source}' && mount --rbind '{source}' '{sysroot}{source}'"
+                         for source in sources)
+    script = f"{mounts} && exec chroot '{sysroot}' \"$@\""
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]

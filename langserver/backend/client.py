@@ -77,8 +77,9 @@ class BackendClient:
                 )
                 async with chat:
                     async for chunk in chat:
-                        if chunk.choices and (delta := _chat_delta(chunk.choices[0])) is not None:
-                            yield delta
+                        for choice in chunk.choices or ():
+                            if (delta := _chat_delta(choice)) is not None:
+                                yield delta
             else:
                 prompt = body.pop("prompt")
                 plain = await self._openai.completions.create(
@@ -87,8 +88,9 @@ class BackendClient:
                 )
                 async with plain:
                     async for part in plain:
-                        if part.choices and (delta := _plain_delta(part.choices[0])) is not None:
-                            yield delta
+                        for choice in part.choices or ():
+                            if (delta := _plain_delta(choice)) is not None:
+                                yield delta
         except (openai.OpenAIError, ValueError, KeyError, TypeError) as err:
             raise translate(err, self.endpoint) from err
 
@@ -169,7 +171,7 @@ def _chat_delta(choice: Any) -> Delta | None:
     logprobs = tuple((entry.token, entry.logprob) for entry in content or ())
     if not text and not logprobs and not choice.finish_reason:
         return None
-    return Delta(text, logprobs, choice.finish_reason)
+    return Delta(text, logprobs, choice.finish_reason, choice.index or 0)
 
 
 def _plain_delta(choice: Any) -> Delta | None:
@@ -179,7 +181,7 @@ def _plain_delta(choice: Any) -> Delta | None:
     logprobs = tuple((token, logprob) for token, logprob in pairs if logprob is not None)
     if not text and not logprobs and not choice.finish_reason:
         return None
-    return Delta(text, logprobs, choice.finish_reason)
+    return Delta(text, logprobs, choice.finish_reason, choice.index or 0)
 
 
 def translate(err: Exception, endpoint: Endpoint) -> BackendError:

@@ -16,6 +16,8 @@ class Failure:
     exit_code: int | None = None
     # Another window restarted or stopped the shared vLLM: rejoin soon, not a failure to count.
     expected: bool = False
+    # Another window's Stop Model: not a failure at all, and nothing to restart.
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ _RULES: list[tuple[str, str, bool]] = [
      r"|ModuleNotFoundError: No module named '(?!vllm['.])[\w.]+')",
      "vLLM's installation is incomplete (a module it needs is missing; the log's ImportError names it): "
      "reinstall vLLM for this Python, e.g. pip install --force-reinstall vllm.", True),
+    # A plain chroot or a bare container without /proc: psutil, NUMA and CPU detection all read it.
+    (r"No such file or directory: '/proc/",
+     "vLLM needs /proc, which is not mounted here (a chroot or a container?): mount it "
+     "(mount -t proc proc /proc inside the root) and run 'vLLM Ghost: Restart Model'.", True),
     (r"(?i)address already in use",
      "The port is already in use: set vllmGhost.vllm.port to 0 (pick a free one) or stop the other server.", True),
     (r"(?i)(fp8e4nv not supported|fp8e4nv data type is not supported|type fp8e4nv not supported"

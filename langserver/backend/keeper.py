@@ -9,7 +9,7 @@ file, and stops vLLM when:
 - no client is left for `grace_s` (unless `keep_alive`): the last window closed.
   A short grace lets a window reload find the model still loaded;
 - a client asks (SIGTERM: graceful, for a restart or a settings change;
-  SIGUSR1: quick);
+  SIGUSR1: quick; SIGUSR2: graceful, the user's Stop Model: the others stay stopped too);
 - vLLM exits, or the state file no longer names this launch.
 
 If the keeper itself is killed, the guardian sees its stdin close and clears
@@ -51,6 +51,7 @@ _PID_LINE = re.compile(rb"^vllm-ghost-guardian: pid (\d+)")
 IDLE = "idle: no window uses it"
 ABANDONED = "idle: every window using it went away"
 REQUESTED = "requested by a window"
+STOPPED = "Stop Model in a window"
 EXITED = "vLLM exited"
 REPLACED = "its state file was removed or replaced"
 
@@ -69,7 +70,11 @@ class Keeper:
     def run(self) -> int:
         state = self._state()
         if state is None:
-            return 1  # the launching server died before it wrote the state
+            # The launching server died before it wrote the state, or took this keeper for dead and
+            # cleared it. stderr is the launch's log until the state names it: say why we leave.
+            print(f"{PREFIX} exiting before vLLM started: launch {self.launch_id} is not registered in "
+                  f"{self.registry.state_path}", file=sys.stderr, flush=True)
+            return 1
         self._log_fd = os.open(self.registry.log_path(state.log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         guardian = subprocess.Popen(
             [sys.executable, "-m", "langserver.backend.guardian", *self.argv],
@@ -169,9 +174,9 @@ class Keeper:
     def _say(self, message: str) -> None:
         self._write(f"{PREFIX} {message}\n".encode())
 
-    def request_stop(self, quick: bool) -> None:
+    def request_stop(self, quick: bool, reason: str = REQUESTED) -> None:
         self.quick = self.quick or quick
-        self.stop_reason = self.stop_reason or REQUESTED
+        self.stop_reason = self.stop_reason or reason
 
 
 def main(argv: list[str]) -> int:
@@ -183,6 +188,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: keeper.request_stop(quick=False))
     signal.signal(signal.SIGUSR1, lambda signum, frame: keeper.request_stop(quick=True))
     signal.signal(signal.SIGINT, lambda signum, frame: keeper.request_stop(quick=False))
+    signal.signal(signal.SIGUSR2, lambda signum, frame: keeper.request_stop(quick=False, reason=STOPPED))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal or window that started it closing is no reason
     return keeper.run()
 

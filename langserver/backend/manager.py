@@ -23,6 +23,7 @@ from langserver.backend.diagnosis import Failure
 from langserver.backend.fields import external_fields, managed_fields
 from langserver.backend.launch import is_loopback
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest
+from langserver.backend.shared import Registry
 from langserver.backend.status import Status
 from langserver.backend.supervisor import StopMode, Supervisor
 from langserver.backend.vllm import LogCallback, ManagedVllm
@@ -30,6 +31,7 @@ from langserver.settings import Settings
 
 # A connection error this soon before vLLM's exit is noticed is the exit, not a network problem.
 DEATH_GRACE_S = 1.0
+MODEL_STOPPED = "model stopped; Start Model loads it again"
 
 
 class BackendUnavailable(RuntimeError):
@@ -137,6 +139,51 @@ class BackendManager:
         if supervisor is not None:
             await supervisor.settled()
 
+    def active(self) -> bool:
+        """A backend is running, loading or being supervised back up (not stopped, not given up)."""
+        if self.settings.backend.mode == "external":
+            return self.client is not None
+        return self.supervisor is not None and self.supervisor.active
+
+    def shared_running(self) -> bool:
+        """Another window runs the shared vLLM for these settings (this one may join it)."""
+        if self.settings.backend.mode != "managed":
+            return False
+        registry = Registry.for_settings(self.settings)
+        with registry.locked():
+            state = registry.read()
+        return state is not None and state.phase == "running" and state.keeper.alive()
+
+    async def stop_model(self) -> None:
+        """The user's Stop Model: free the GPU now, for every window that shares this vLLM (they
+        hear of it and stay stopped). An external server is not ours to stop: only let go of it."""
+        servers = self.vllm.clients() if self.vllm is not None else 0
+        async with self._lock:
+            await self._stop("stop-model", report=False)
+        detail: dict[str, object] = {"stoppedBy": "this window"}
+        message = MODEL_STOPPED
+        if servers > 1:
+            detail["servers"] = servers
+            message = f"model stopped for the {servers} windows that used it; Start Model loads it again"
+        self._set_status(Status("stopped", message, detail))
+
+    async def start_model(self, settings: Settings) -> None:
+        """Start Model (and autoStart at the first completion): start or join; a no-op while active."""
+        if self.active():
+            return
+        async with self._lock:
+            await self._stop("leave", report=False)  # a supervisor that gave up, or another window's stop
+            supervisor = await self._start(settings)
+        if supervisor is not None:
+            await supervisor.settled()
+
+    async def unload(self, message: str) -> None:
+        """Let go of the model after the idle time: other windows may go on using the shared vLLM;
+        with none left it stops now."""
+        async with self._lock:
+            await self._stop("leave-now", report=False)
+        self._set_status(Status("stopped", message, {"stoppedBy": "idle"}))
+
     async def stop(self) -> None:
         """This server is done (shutdown): a shared vLLM stays for other windows, or for
         vllm.idleGraceS when this was the last (a window reload finds it loaded)."""
@@ -241,15 +288,16 @@ class BackendManager:
         self._set_status(Status("ready", f"{self.settings.model.name} ready", detail))
         return None
 
-    async def _stop(self, mode: StopMode) -> None:
+    async def _stop(self, mode: StopMode, report: bool = True) -> None:
         if self.supervisor is not None:
             self._launch_down("stopped")
-            await self.supervisor.stop(mode)
+            await self.supervisor.stop(mode, report)
             self.supervisor = None
             self._launch_down("stopped")  # a launch cut short while it was being probed
         else:
             self._launch_down("stopped")
-            self._set_status(Status("stopped", "backend stopped"))
+            if report:
+                self._set_status(Status("stopped", "backend stopped"))
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5.0)
 

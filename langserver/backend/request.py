@@ -45,4 +45,5 @@ class Delta:
     text: str
     logprobs: tuple[tuple[str, float], ...] = ()
     finish_reason: str | None = None
+    index: int = 0  # which of the request's `n` answers it belongs to
 

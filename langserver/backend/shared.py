@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -57,6 +58,8 @@ class Member:
 def process_start(pid: int) -> int | None:
     """The start time of a live process (0 where /proc cannot tell); None if there is none.
     A zombie counts as gone: it holds nothing, its parent just has not reaped it."""
+    if not proc_is_ours():
+        return _exists(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -67,6 +70,23 @@ def process_start(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def proc_is_ours() -> bool:
+    """Whether /proc describes this process's pid namespace. A plain chroot has no /proc (or an
+    empty directory), and a new pid namespace may see the host's: there every /proc/PID lookup
+    says "no such process", so the server took its freshly started keeper for dead, cleared its
+    registration, and the keeper found no state and exited (issue 27). Without it, liveness falls
+    back to kill(pid, 0) and start times are unknown (0)."""
+    return _proc_self_pid(os.getpid())
+
+
+@functools.cache
+def _proc_self_pid(pid: int) -> bool:  # keyed on our pid: a forked child asks again
+    try:
+        return Path("/proc/self/stat").read_text().split(" ", 1)[0] == str(pid)
+    except (OSError, IndexError):
+        return False
 
 
 def _exists(pid: int) -> int | None:

@@ -26,9 +26,9 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from langserver.backend.diagnosis import Failure, classify
-from langserver.backend.keeper import REPLACED, REQUESTED
+from langserver.backend.keeper import REPLACED, REQUESTED, STOPPED
 from langserver.backend.status import Status
-from langserver.backend.vllm import LogCallback, ManagedVllm, StatusCallback, WarningCallback
+from langserver.backend.vllm import STOPPED_ELSEWHERE, LogCallback, ManagedVllm, StatusCallback, WarningCallback
 from langserver.settings import Settings
 
 BACKOFF_FIRST_S = 1.0
@@ -48,7 +48,8 @@ DownCallback = Callable[[str], None]
 #   leave-now  the same, but with nobody left it stops now (a settings change: free the GPU first)
 #   stop       stop it for everyone (Restart Model; a launch that failed)
 #   exit       leave, as this server exits without stop(): a stop it causes is quick
-StopMode = Literal["leave", "leave-now", "stop", "exit"]
+#   stop-model the user's Stop Model: stop it for everyone, and the others stay stopped
+StopMode = Literal["leave", "leave-now", "stop", "exit", "stop-model"]
 
 
 class LaunchEnded(Exception):
@@ -88,6 +89,11 @@ class Supervisor:
         if self.vllm is not None:
             self.vllm.update(settings)
 
+    @property
+    def active(self) -> bool:
+        """Serving, loading or about to retry: not given up, not stopped."""
+        return self._task is not None and not self._task.done() and not self._stopping
+
     def launch(self) -> None:
         """Start supervising in the background; `settled` tells when the first launch is decided."""
         self._task = asyncio.create_task(self._run(), name="vllm-supervisor")
@@ -105,7 +111,8 @@ class Supervisor:
         self.launch()
         await self.settled()
 
-    async def stop(self, mode: StopMode = "leave") -> None:
+    async def stop(self, mode: StopMode = "leave", report: bool = True) -> None:
+        """`report`: publish "stopped" (the manager says something more precise itself otherwise)."""
         self._stopping = True
         self._stop_mode = mode
         task = self._task
@@ -116,7 +123,8 @@ class Supervisor:
         if self.vllm is not None:  # cancelled before the launch's own clean-up ran
             await _let_go(self.vllm, mode)
             self.vllm = None
-        self._on_status(Status("stopped", "vLLM stopped" if mode == "stop" else "stopped using vLLM"))
+        if report:
+            self._on_status(Status("stopped", "vLLM stopped" if mode == "stop" else "stopped using vLLM"))
 
     # --- the loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -163,6 +171,9 @@ class Supervisor:
                 self.streak = 0
             raise LaunchEnded(failure, list(vllm.tail))
         except LaunchEnded as ended:
+            if ended.failure.stopped:
+                self._on_down(ended.failure.message)
+                raise
             self._failed_at = self._failed_at or time.monotonic()
             if not ended.failure.expected:
                 self.streak += 1
@@ -217,6 +228,8 @@ class Supervisor:
                     return Failure(f"vLLM's /health answered {answer.status_code}{why}")
 
     def _exit_failure(self, vllm: ManagedVllm) -> Failure:
+        if vllm.ended_by == STOPPED:
+            return Failure(STOPPED_ELSEWHERE, stopped=True)
         if vllm.ended_by in (REQUESTED, REPLACED):
             return Failure("another window restarted or stopped the shared vLLM", expected=True)
         code = vllm.exit_code
@@ -229,7 +242,8 @@ class Supervisor:
 
     # --- tenacity hooks and what they tell the user ---------------------------------------------
     def _hopeless(self, failure: Failure | None) -> bool:
-        return failure is None or failure.permanent or self.streak > self.settings.vllm.max_restarts
+        return (failure is None or failure.permanent or failure.stopped
+                or self.streak > self.settings.vllm.max_restarts)
 
     def _give_up_now(self, state: RetryCallState) -> bool:
         return self._stopping or self._hopeless(self._failure_of(state))
@@ -261,6 +275,10 @@ class Supervisor:
             return
         failure = ended.failure
         self.gave_up = failure
+        if failure.stopped:
+            self._on_log(failure.message)
+            self._on_status(Status("stopped", failure.message, {"stoppedBy": "another window"}))
+            return
         if failure.permanent:
             message = failure.message
         else:
@@ -280,7 +298,7 @@ class Supervisor:
 
 
 async def _let_go(vllm: ManagedVllm, mode: StopMode) -> None:
-    if mode == "stop":
-        await vllm.stop(report=False)
+    if mode in ("stop", "stop-model"):
+        await vllm.stop(report=False, by_user=mode == "stop-model")
     else:
         await vllm.release(stop_if_last=mode == "leave-now", graceful=mode != "exit")

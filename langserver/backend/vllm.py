@@ -31,6 +31,7 @@ from langserver.backend import hub
 from langserver.backend.client import Endpoint
 from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.guardian import group_alive
+from langserver.backend.keeper import STOPPED
 from langserver.backend.launch import (
     Launch,
     build_launch,
@@ -40,7 +41,7 @@ from langserver.backend.launch import (
     resolve_command,
     strip_secret_flags,
 )
-from langserver.backend.shared import Member, Registry, SharedState
+from langserver.backend.shared import Member, Registry, SharedState, proc_is_ours
 from langserver.backend.status import Status
 from langserver.settings import Settings
 
@@ -52,6 +53,8 @@ _GUARDIAN_PID = re.compile(r"^vllm-ghost-guardian: pid (\d+)$")
 _GUARDIAN_EXIT = re.compile(r"^vllm-ghost-guardian: exited (-?\d+)$")
 _KEEPER_STOP = re.compile(r"^vllm-ghost-keeper: stopp(?:ing|ed) (.+)$")
 FOLLOW_S = 0.1  # how often the launch's log and its keeper are looked at
+KEEPER_GONE = "its keeper process went away"
+STOPPED_ELSEWHERE = "model stopped by Stop Model in another window; Start Model loads it again"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Flags whose value is a secret: never on vLLM's command line (ps shows it to every user).
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class ManagedVllm:
         self.vllm_pid: int | None = None
         self.exit_code: int | None = None
         self.ended_by: str | None = None  # the keeper's reason, when it stopped the launch
+        self.keeper_exit: int | None = None  # the keeper's exit status, when this server launched it
         self.failure: Failure | None = None
         # Set the moment vLLM's API server is known to be gone (before its group is cleared).
         self.exited = asyncio.Event()
@@ -291,6 +295,9 @@ class ManagedVllm:
             return None
         compiler = missing_compiler({**os.environ, **self.settings.vllm.env})
         launch = build_launch(self.settings)
+        if not proc_is_ours():
+            self._on_log("note: /proc is not mounted here (a chroot or a container?): vLLM reads it at start-up "
+                         "and fails without it, unless vllm.command runs it elsewhere")
         if compiler:
             self._on_log(f"note: no C++ compiler ({compiler!r}; the CXX variable names another) on this machine: "
                          "vLLM runs its torch.compile functions uncompiled (TORCHDYNAMO_DISABLE=1); install g++ "
@@ -344,6 +351,10 @@ class ManagedVllm:
         return False
 
     def _start_failure(self) -> Failure:
+        if self.ended_by == KEEPER_GONE and self.vllm_pid is None:
+            return self._keeper_failure()
+        if self.ended_by == STOPPED:
+            return Failure(STOPPED_ELSEWHERE, stopped=True)
         if self.joined and self.ended_by is not None and not self.diagnosis_lines:
             return Failure(f"the shared vLLM stopped while this window was joining it ({self.ended_by})",
                            expected=True)
@@ -351,6 +362,21 @@ class ManagedVllm:
         # A port we picked ourselves can be taken in between: that one is worth a retry.
         permanent = diagnosis.permanent and not ("port" in diagnosis.advice and not self.settings.vllm.port)
         return Failure(diagnosis.advice, permanent=permanent, exit_code=self.exit_code)
+
+    def _keeper_failure(self) -> Failure:
+        """The keeper died before it started vLLM: nothing a retry of the same launch fixes (it
+        is this machine: a broken environment, a missing /proc...), so say all we know at once."""
+        assert self.state is not None
+        code = self.keeper_exit
+        how = ("exited" if code is None else f"was killed by signal {-code}" if code < 0
+               else f"exited with code {code}")
+        said = list(self.diagnosis_lines)[-3:]
+        message = f"vLLM's keeper process (pid {self.state.keeper.pid}) {how} before vLLM started"
+        message += f": {' | '.join(said)}" if said else " and wrote nothing to its log"
+        if not proc_is_ours():
+            message += "; /proc is not mounted for this process (a chroot or container?)"
+        message += ". Run `vllm-ghost doctor`, fix the cause, then 'vLLM Ghost: Restart Model'."
+        return Failure(message, permanent=True, exit_code=code)
 
     # --- following the launch -------------------------------------------------------------------
     async def _follow(self) -> None:
@@ -363,13 +389,13 @@ class ManagedVllm:
             self._report_download()
             self._refresh_pid()
             if self._keeper is not None:
-                self._keeper.poll()  # reap it, or it looks alive as a zombie
+                self.keeper_exit = self._keeper.poll()  # reap it, or it looks alive as a zombie
             if self.exited.is_set() and self.ended_by is not None:
                 return
             if not keeper.alive():
                 self._read_lines(pending + b"\n")
                 if self.ended_by is None:
-                    self.ended_by = "its keeper process went away"
+                    self.ended_by = KEEPER_GONE
                 self._mark_exited(self.exit_code)
                 return
             await asyncio.sleep(FOLLOW_S)
@@ -423,16 +449,18 @@ class ManagedVllm:
         return self.exit_code
 
     # --- leaving --------------------------------------------------------------------------------
-    async def stop(self, report: bool = True, graceful: bool = True) -> None:
+    async def stop(self, report: bool = True, graceful: bool = True, by_user: bool = False) -> None:
         """Stop this launch for every server that uses it, and every process it started;
-        idempotent. `graceful`: give vLLM the guardian's grace to shut down cleanly."""
+        idempotent. `graceful`: give vLLM the guardian's grace to shut down cleanly. `by_user`:
+        Stop Model, which the other servers hear of and do not undo by rejoining (always graceful)."""
         self._stopping = True
         state = self.state
         if state is not None:
+            how = signal.SIGUSR2 if by_user else signal.SIGTERM if graceful else signal.SIGUSR1
             with self.registry.locked():
                 if self.registry.read_launch(state.launch_id) is not None and state.keeper.alive():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(state.keeper.pid, signal.SIGTERM if graceful else signal.SIGUSR1)
+                        os.kill(state.keeper.pid, how)
             if not await self._keeper_gone(STOP_TIMEOUT_S):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(state.keeper.pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ from langserver.completion.postprocess.policy import Policy
 from langserver.completion.stages.confidence import score
 from langserver.completion.stages.context import Budget, Context, RepoContext, build_context
 from langserver.completion.stages.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
-from langserver.completion.stages.stream import OpenStream, read_until_complete
+from langserver.completion.stages.stream import OpenStream, read_choices, read_until_complete
 from langserver.completion.stages.timings import Timings
 from langserver.completion.stages.tokens import CHARS_PER_TOKEN, TokenCounter, counter_for
 from langserver.settings import Settings
@@ -83,10 +83,16 @@ def make_policy(request: Request, settings: Settings) -> Policy:
                   insert_spaces=request.insert_spaces)
 
 
-def make_prompt(context: Context, settings: Settings) -> PromptRequest:
+# Alternatives are sampled: greedy decoding would give `n` copies of one answer. They are
+# ranked by the model's confidence, so the likeliest (usually the greedy one) comes first.
+ALTERNATIVES_TEMPERATURE = 0.6
+
+
+def make_prompt(context: Context, settings: Settings, n: int = 1) -> PromptRequest:
+    temperature = settings.completion.temperature
     sampling = Sampling(max_tokens=settings.completion.max_tokens,
-                        temperature=settings.completion.temperature,
-                        logprobs=settings.completion.min_confidence > 0)
+                        temperature=temperature if n == 1 else max(temperature, ALTERNATIVES_TEMPERATURE),
+                        logprobs=settings.completion.min_confidence > 0 or n > 1, n=n)
     return build_prompt(context, settings.model.prompt_format, sampling)
 
 
@@ -131,3 +137,33 @@ async def complete_streaming(request: Request, settings: Settings, open_stream: 
         result = dataclasses.replace(result, confidence=score(answer.parts, answer.finish_reason, result.text))
     timings.mark("cleanup")
     return result
+
+
+async def complete_alternatives(request: Request, settings: Settings, open_stream: OpenStream, n: int,
+                                max_model_len: int | None = None, *, timings: Timings | None = None,
+                                context: Context | None = None) -> list[Completion]:
+    """Up to `n` different completions from ONE request asking for `n` answers (an explicit
+    request: the user asked, so they get the choice): each cleaned up, duplicates after the
+    clean-up dropped, the likeliest first."""
+    timings = timings if timings is not None else Timings()
+    if context is None:
+        context = make_context(request, settings, max_model_len, token_counter(settings))
+    policy = make_policy(request, settings)
+    prompt = make_prompt(context, settings, n)
+    timings.mark("prompt")
+    answers = await read_choices(open_stream(prompt), n, lambda text: is_complete(text, context, policy), timings)
+    found: dict[Completion, Completion] = {}
+    for answer in answers:
+        result = clean(answer.text, context, policy, STEPS)
+        if result is None or not result.text.strip():
+            continue
+        scored = dataclasses.replace(result, confidence=score(answer.parts, answer.finish_reason, result.text))
+        best = found.get(scored)
+        if best is None or _likelihood(scored) > _likelihood(best):
+            found[scored] = scored
+    timings.mark("cleanup")
+    return sorted(found.values(), key=_likelihood, reverse=True)
+
+
+def _likelihood(completion: Completion) -> float:
+    return completion.confidence.value if completion.confidence is not None else 0.0

@@ -134,6 +134,8 @@ def test_ghost_text_overlay_appears_and_accepting_puts_it_in_the_buffer(emacs_ru
 def test_status_and_restart_model_through_execute_command(emacs_run: EmacsRun) -> None:
     status = emacs_run.step("status")["result"]
     assert status["state"] == "ready", status
+    # C-<return> ran the accepted item's command, before this status request: counted (issue 27).
+    assert status["detail"]["acceptance"]["total"]["accepted"] == 1, status["detail"]["acceptance"]
     restarted = emacs_run.step("restarted")
     print(f"\nEmacs: vllmGhost.restartModel took {restarted['seconds']:.1f} s")
     assert restarted["result"]["state"] == "ready", restarted

@@ -182,6 +182,12 @@ def test_ghost_text_appears_in_insert_mode_and_tab_accepts_it(neovim: Neovim) ->
     assert tuple(nvim.current.window.cursor) == (line, column + len(case["middle"]))
     assert nvim.exec_lua(GHOST_LUA) == []  # the ghost text is gone once accepted
     nvim.input("<Esc>")
+    # Neovim ran the item's command after inserting it: the server counted the acceptance (issue 27).
+    def counted() -> bool:
+        total = neovim.execute("vllmGhost.status", 10)["detail"]["acceptance"]["total"]
+        return bool(total["accepted"] == 1 and total["acceptedChars"] == len(case["middle"]))
+
+    wait_for("the acceptance counted by the server", 10, counted)
 
 
 def test_status_and_the_configurations_restart_command(neovim: Neovim) -> None:

@@ -160,9 +160,20 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
     assert (code_server.workspace / FILE_NAME).read_text(encoding="utf-8") == case["prefix"] + case["middle"] + case[
         "suffix"]
     assert result["saved"] == case["prefix"] + case["middle"] + case["suffix"]
-    for label in ("first", "afterRestartModel", "afterRestartServer", "afterToggle"):
+    for label in ("first", "afterRestartModel", "afterRestartServer", "afterToggle", "afterSnooze",
+                  "afterLanguageOn"):
         assert result["ghost"][label]["text"] == case["middle"]
     assert result["ghost"]["whileDisabled"]["text"] == ""  # Toggle Completions reached the server
+    # Tab ran the item's command: the acceptance was counted, and the tooltip shows it (issue 27).
+    assert "Accepted 1 of" in result["acceptanceTooltip"] and "Latency p50" in result["acceptanceTooltip"], \
+        result["acceptanceTooltip"]
+    # Snooze: counted down in the item, nothing shown, Resume in the menu; off for python likewise.
+    assert "snoozed 5 min" in result["snoozedText"], result["snoozedText"]
+    assert result["ghost"]["whileSnoozed"]["text"] == "" and result["ghost"]["whileLanguageOff"]["text"] == ""
+    assert any("Resume Completions" in item for item in result["snoozedMenu"]), result["snoozedMenu"]
+    assert "off for python" in result["languageOffText"], result["languageOffText"]
+    for entry in ("Stop Model", "Snooze", "Disable for python"):
+        assert any(entry in item for item in result["menu"]), (entry, result["menu"])
     # Both restarts went through a non-ready state and came back.
     labels = [state["label"] for state in result["states"]]
     assert labels.count("vLLM Ghost: ready") >= 3, labels

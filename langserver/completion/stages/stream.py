@@ -78,6 +78,37 @@ async def read_until_complete(deltas: AsyncIterator[Delta], done: Callable[[str]
     return Answer(tuple(parts), stopped_early)
 
 
+async def read_choices(deltas: AsyncIterator[Delta], n: int, done: Callable[[str], bool],
+                       timings: Timings | None = None) -> list[Answer]:
+    """`read_until_complete` for a request with `n` answers (Delta.index): the stream is closed
+    once every answer is finished or complete. Answers in index order."""
+    parts: list[list[Delta]] = [[] for _ in range(n)]
+    texts = [""] * n
+    finished = [False] * n
+    early = [False] * n
+    try:
+        async for delta in deltas:
+            if not any(parts) and timings is not None:
+                timings.mark("first_token")
+            if not 0 <= delta.index < n or finished[delta.index]:
+                continue
+            index = delta.index
+            parts[index].append(delta)
+            texts[index] += delta.text
+            visible = visible_part(texts[index])
+            if delta.finish_reason is not None:
+                finished[index] = True
+            elif visible is not None and done(visible):
+                finished[index] = early[index] = True
+            if all(finished):
+                break
+    finally:
+        await close_stream(deltas)
+    if timings is not None:
+        timings.mark("stream" if any(parts) else "first_token")
+    return [Answer(tuple(answer), stopped) for answer, stopped in zip(parts, early, strict=True)]
+
+
 async def close_stream(deltas: AsyncIterator[Delta]) -> None:
     close: Any = getattr(deltas, "aclose", None)
     if close is not None:

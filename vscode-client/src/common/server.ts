@@ -37,6 +37,10 @@ import { StatusBar } from './statusBar';
 export const STATUS_NOTIFICATION = 'vllmGhost/status';
 export const SERVER_RESTART_MODEL = 'vllmGhost.restartModel';
 export const SERVER_STATUS = 'vllmGhost.status';
+export const SERVER_STOP_MODEL = 'vllmGhost.stopModel';
+export const SERVER_START_MODEL = 'vllmGhost.startModel';
+/** Each inline item carries this command; VS Code runs it on acceptance. */
+export const SERVER_ACCEPTED = 'vllmGhost.accepted';
 const STOP_TIMEOUT_MS = 20000;
 const MAX_CRASHES = 3;
 const CRASH_WINDOW_MS = 3 * 60 * 1000;
@@ -117,6 +121,7 @@ export class ServerManager implements vscode.Disposable {
     private readonly statusBar: StatusBar,
     private readonly settingKeys: readonly string[],
     private readonly installer: Installer,
+    private readonly allowed: (document: vscode.TextDocument) => boolean = () => true,
   ) {}
 
   /** Start, stop and restart run one at a time, in call order. */
@@ -155,6 +160,41 @@ export class ServerManager implements vscode.Disposable {
     } catch (err) {
       logError(`Restart Model failed: ${errorText(err)}`);
       void vscode.window.showErrorMessage(`vLLM Ghost: Restart Model failed: ${errorText(err)}`);
+    }
+  }
+
+  /** Stop Model (free the GPU, for every window sharing the vLLM) or Start Model. */
+  async modelCommand(command: typeof SERVER_STOP_MODEL | typeof SERVER_START_MODEL): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      if (command === SERVER_START_MODEL) {
+        logInfo('Start Model: the language server is not running; starting it');
+        return this.restart();
+      }
+      logInfo('Stop Model: the language server is not running, so no model is loaded by it');
+      return;
+    }
+    logInfo(command === SERVER_STOP_MODEL ? 'asking the server to stop the model' : 'asking the server to start the model');
+    try {
+      const result = await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+      this.statusBar.setStatus(parseStatus(result));
+    } catch (err) {
+      logError(`${command} failed: ${errorText(err)}`);
+      void vscode.window.showErrorMessage(`vLLM Ghost: ${command} failed: ${errorText(err)}`);
+    }
+  }
+
+  /** An item was accepted (VS Code ran its command): the server counts it, locally. */
+  async accepted(args: unknown[]): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return;
+    }
+    try {
+      const result = await client.sendRequest(ExecuteCommandRequest.type, { command: SERVER_ACCEPTED, arguments: args });
+      this.statusBar.setStatus(parseStatus(result));
+    } catch (err) {
+      logError(`counting an acceptance failed: ${errorText(err)}`);
     }
   }
 
@@ -207,6 +247,10 @@ export class ServerManager implements vscode.Disposable {
       initializationOptions: this.serverSettings(),
       outputChannel: this.log,
       initializationFailedHandler: () => false,
+      middleware: {
+        provideInlineCompletionItems: (document, position, context, token, next) =>
+          this.allowed(document) ? next(document, position, context, token) : null,
+      },
       errorHandler: {
         error: (_error, _message, count): ErrorHandlerResult => ({
           action: (count ?? 0) <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,

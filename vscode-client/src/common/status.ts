@@ -66,6 +66,28 @@ export interface PresentOptions {
   completionsEnabled: boolean;
   /** The latest work-done progress message or percentage while loading. */
   progress?: string;
+  /** Snoozed until this time (ms since the epoch), when in the future; `now` is the clock. */
+  snoozedUntil?: number;
+  now?: number;
+  /** The active editor's language, and whether vllmGhost.completion.disabledLanguages lists it. */
+  language?: { id: string; disabled: boolean };
+}
+
+/** Whole minutes left of a snooze (at least 1 while any is left); 0 when not snoozed. */
+export function snoozeMinutesLeft(until: number | undefined, now: number): number {
+  return until !== undefined && until > now ? Math.max(1, Math.ceil((until - now) / 60000)) : 0;
+}
+
+/** Whether completions may be asked for now: not snoozed, and not off for the language. */
+export function completionsAllowed(language: string, disabledLanguages: readonly string[], snoozedUntil: number | undefined, now: number): boolean {
+  return snoozeMinutesLeft(snoozedUntil, now) === 0 && !disabledLanguages.includes(language);
+}
+
+/** `disabledLanguages` with `language` added (off) or removed (on). */
+export function toggledLanguages(disabledLanguages: readonly string[], language: string): string[] {
+  return disabledLanguages.includes(language)
+    ? disabledLanguages.filter(id => id !== language)
+    : [...disabledLanguages, language];
 }
 
 /** Status bar text, tooltip and colour for a status. */
@@ -78,7 +100,20 @@ export function present(status: Status, options: PresentOptions): View {
   } else if (state === 'stopped' || state === 'disabled') {
     text += state === 'disabled' ? ': off' : ': stopped';
   }
+  const snoozed = snoozeMinutesLeft(options.snoozedUntil, options.now ?? Date.now());
+  const languageOff = options.language?.disabled === true && state !== 'error';
+  if (state !== 'error' && state !== 'disabled' && snoozed > 0) {
+    text = `$(clock) ${NAME}: snoozed ${snoozed} min`;
+  } else if (languageOff && state !== 'disabled') {
+    text = `$(circle-slash) ${NAME}: off for ${options.language?.id}`;
+  }
   const lines = [`${NAME}: ${TITLES[state]}`];
+  if (snoozed > 0) {
+    lines.push(`Snoozed: ${snoozed} min left`);
+  }
+  if (options.language) {
+    lines.push(`Completions for ${options.language.id}: ${options.language.disabled ? 'off' : 'on'}`);
+  }
   if (status.message && status.message !== TITLES[state]) {
     lines.push(status.message);
   }
@@ -98,13 +133,46 @@ export function present(status: Status, options: PresentOptions): View {
     lines.push(`Started in ${seconds.toFixed(1)} s`);
   }
   lines.push(...sharing(status.detail));
+  lines.push(...acceptanceLines(status.detail.acceptance));
   const lastLines = status.detail.lastLines;
   if (state === 'error' && Array.isArray(lastLines) && lastLines.length > 0) {
     lines.push('', ...lastLines.slice(-5).map(line => String(line)));
   }
   lines.push('', 'Click for vLLM Ghost commands');
-  const severity: Severity = state === 'error' ? 'error' : state === 'stopped' ? 'warning' : 'normal';
-  return { text, tooltip: lines.join('\n'), label: `${NAME}: ${state}`, severity };
+  // A stop the user chose (Stop Model, autoStart, the idle unload) is not a warning.
+  const chosen = typeof status.detail.stoppedBy === 'string';
+  const severity: Severity = state === 'error' ? 'error' : state === 'stopped' && !chosen ? 'warning' : 'normal';
+  const label = state !== 'error' && state !== 'disabled' && snoozed > 0 ? `${NAME}: snoozed` : `${NAME}: ${state}`;
+  return { text, tooltip: lines.join('\n'), label, severity };
+}
+
+/** The tooltip's "is it worth it" lines, from `detail.acceptance` (counted by the server, locally). */
+export function acceptanceLines(raw: unknown): string[] {
+  if (typeof raw !== 'object' || raw === null) {
+    return [];
+  }
+  const total = (raw as Record<string, unknown>).total;
+  if (typeof total !== 'object' || total === null) {
+    return [];
+  }
+  const counts = total as Record<string, unknown>;
+  const number = (key: string): number => (typeof counts[key] === 'number' ? (counts[key] as number) : 0);
+  if (number('shown') === 0) {
+    return [];
+  }
+  const percent = (value: number): string => `${Math.round(value * 100)}%`;
+  const lines = [
+    `Accepted ${number('accepted')} of ${number('shown')} shown (${percent(number('accepted') / number('shown'))}), ` +
+      `${number('acceptedChars')} characters`,
+  ];
+  if (number('checkedChars') > 0) {
+    lines.push(`Still there 30 s later: ${percent(number('retainedChars') / number('checkedChars'))} of them`);
+  }
+  const latency = counts.latencyMs as Record<string, unknown> | undefined;
+  if (latency && typeof latency.p50 === 'number' && typeof latency.p95 === 'number') {
+    lines.push(`Latency p50 ${Math.round(latency.p50)} ms, p95 ${Math.round(latency.p95)} ms`);
+  }
+  return lines;
 }
 
 /** How completions share the vLLM with others (Continue, a team): the server's priority and cache salt. */

@@ -8,7 +8,10 @@ export class StatusBar implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private status: Status = { state: 'starting', message: 'Starting the language server', detail: {} };
   private progress: string | undefined;
-  private completionsEnabled = true;
+  private enabled = true;
+  private snoozedUntil: number | undefined;
+  private snoozeTimer: NodeJS.Timeout | undefined;
+  private language: { id: string; disabled: boolean } | undefined;
 
   constructor() {
     this.item = vscode.window.createStatusBarItem('vllmGhost.status', vscode.StatusBarAlignment.Right, 100);
@@ -35,13 +38,52 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
+  get completionsEnabled(): boolean {
+    return this.enabled;
+  }
+
+  get snoozed(): boolean {
+    return this.snoozedUntil !== undefined && this.snoozedUntil > Date.now();
+  }
+
+  get snoozeEnd(): number | undefined {
+    return this.snoozedUntil;
+  }
+
+  /** Snooze for `minutes` (0 = resume); the item counts the minutes down. */
+  snooze(minutes: number): void {
+    clearInterval(this.snoozeTimer);
+    this.snoozeTimer = undefined;
+    this.snoozedUntil = minutes > 0 ? Date.now() + minutes * 60000 : undefined;
+    if (this.snoozedUntil !== undefined) {
+      this.snoozeTimer = setInterval(() => {
+        if (!this.snoozed) {
+          this.snooze(0);
+        }
+        this.render();
+      }, 15000);
+    }
+    this.render();
+  }
+
+  /** The active editor's language and whether completions are off for it (undefined: no editor). */
+  setLanguage(language: { id: string; disabled: boolean } | undefined): void {
+    this.language = language;
+    this.render();
+  }
+
   setCompletionsEnabled(enabled: boolean): void {
-    this.completionsEnabled = enabled;
+    this.enabled = enabled;
     this.render();
   }
 
   private render(): void {
-    const view = present(this.status, { completionsEnabled: this.completionsEnabled, progress: this.progress });
+    const view = present(this.status, {
+      completionsEnabled: this.enabled,
+      progress: this.progress,
+      snoozedUntil: this.snoozedUntil,
+      language: this.language,
+    });
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.accessibilityInformation = { label: view.label, role: 'button' };
@@ -54,6 +96,7 @@ export class StatusBar implements vscode.Disposable {
   }
 
   dispose(): void {
+    clearInterval(this.snoozeTimer);
     this.item.dispose();
   }
 }
@@ -64,13 +107,33 @@ interface MenuItem extends vscode.QuickPickItem {
 }
 
 /** The quick pick the status bar item opens. */
-export async function showMenu(status: Status, completionsEnabled: boolean): Promise<void> {
+export async function showMenu(
+  status: Status,
+  completionsEnabled: boolean,
+  snoozedMinutes = 0,
+  language?: { id: string; disabled: boolean },
+): Promise<void> {
+  const loaded = status.state === 'ready' || status.state === 'loading' || status.state === 'starting';
   const items: MenuItem[] = [
+    loaded
+      ? { label: '$(debug-stop) Stop Model', description: 'free the GPU (every window sharing it)', command: 'vllmGhost.stopModel' }
+      : { label: '$(play) Start Model', description: 'load the model', command: 'vllmGhost.startModel' },
     { label: '$(debug-restart) Restart Model', description: 'stop and start vLLM', command: 'vllmGhost.restartModel' },
     { label: '$(refresh) Restart Server', description: 'restart the language server', command: 'vllmGhost.restartServer' },
+    snoozedMinutes > 0
+      ? { label: '$(play) Resume Completions', description: `snoozed, ${snoozedMinutes} min left`, command: 'vllmGhost.snooze', args: [0] }
+      : { label: '$(clock) Snooze…', description: '5, 15 or 60 minutes', command: 'vllmGhost.snooze' },
+    ...(language
+      ? [{
+          label: language.disabled ? `$(check) Enable for ${language.id}` : `$(circle-slash) Disable for ${language.id}`,
+          description: 'vllmGhost.completion.disabledLanguages',
+          command: 'vllmGhost.toggleLanguage',
+          args: [language.id],
+        }]
+      : []),
     {
       label: completionsEnabled ? '$(circle-slash) Disable Completions' : '$(check) Enable Completions',
-      description: 'vllmGhost.completion.enabled',
+      description: 'vllmGhost.completion.enabled (everywhere)',
       command: 'vllmGhost.toggleCompletions',
     },
     {

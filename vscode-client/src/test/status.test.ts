@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Status, parseStatus, present, progressText } from '../common/status';
+import {
+  Status,
+  completionsAllowed,
+  parseStatus,
+  present,
+  progressText,
+  snoozeMinutesLeft,
+  toggledLanguages,
+} from '../common/status';
 
 const on = { completionsEnabled: true };
 
@@ -83,6 +91,30 @@ describe('present', () => {
     assert.equal(view.severity, 'warning');
     assert.equal(view.text, '$(debug-stop) vLLM Ghost: stopped');
   });
+
+  it('does not warn about a stop the user chose, and says who stopped it', () => {
+    const stopped: Status = {
+      state: 'stopped',
+      message: 'model stopped by Stop Model in another window; Start Model loads it again',
+      detail: { stoppedBy: 'another window' },
+    };
+    const view = present(stopped, on);
+    assert.equal(view.severity, 'normal');
+    assert.match(view.tooltip, /another window/);
+  });
+
+  it('shows acceptance and latency in the tooltip once something was shown', () => {
+    const acceptance = {
+      total: { shown: 40, accepted: 12, acceptedChars: 410, checkedChars: 400, retainedChars: 340,
+        latencyMs: { p50: 182.4, p95: 421.9, n: 40 } },
+    };
+    const view = present({ state: 'ready', message: 'tiny ready', detail: { acceptance } }, on);
+    assert.match(view.tooltip, /Accepted 12 of 40 shown \(30%\), 410 characters/);
+    assert.match(view.tooltip, /Still there 30 s later: 85% of them/);
+    assert.match(view.tooltip, /Latency p50 182 ms, p95 422 ms/);
+    const none = present({ state: 'ready', message: '', detail: { acceptance: { total: { shown: 0 } } } }, on);
+    assert.doesNotMatch(none.tooltip, /Accepted/);
+  });
 });
 
 describe('progressText', () => {
@@ -92,5 +124,39 @@ describe('progressText', () => {
     assert.equal(progressText({ kind: 'begin', title: 'vLLM Ghost' }), 'vLLM Ghost');
     assert.equal(progressText({ kind: 'end', message: 'done' }), undefined);
     assert.equal(progressText(undefined), undefined);
+  });
+});
+
+describe('snooze and per-language', () => {
+  const ready: Status = { state: 'ready', message: 'tiny ready', detail: {} };
+  const now = 1_000_000;
+
+  it('counts the snooze down in whole minutes and shows it in the item', () => {
+    assert.equal(snoozeMinutesLeft(undefined, now), 0);
+    assert.equal(snoozeMinutesLeft(now - 1, now), 0);
+    assert.equal(snoozeMinutesLeft(now + 15 * 60000, now), 15);
+    assert.equal(snoozeMinutesLeft(now + 1000, now), 1);
+    const view = present(ready, { completionsEnabled: true, snoozedUntil: now + 14 * 60000 + 1, now });
+    assert.equal(view.text, '$(clock) vLLM Ghost: snoozed 15 min');
+    assert.equal(view.label, 'vLLM Ghost: snoozed');
+    assert.match(view.tooltip, /Snoozed: 15 min left/);
+    assert.equal(present(ready, { completionsEnabled: true, snoozedUntil: now - 1, now }).label, 'vLLM Ghost: ready');
+  });
+
+  it("shows the current language's state", () => {
+    const off = present(ready, { completionsEnabled: true, language: { id: 'markdown', disabled: true } });
+    assert.equal(off.text, '$(circle-slash) vLLM Ghost: off for markdown');
+    assert.match(off.tooltip, /Completions for markdown: off/);
+    const on = present(ready, { completionsEnabled: true, language: { id: 'python', disabled: false } });
+    assert.equal(on.text, '$(check) vLLM Ghost');
+    assert.match(on.tooltip, /Completions for python: on/);
+  });
+
+  it('asks nothing while snoozed or for a disabled language', () => {
+    assert.equal(completionsAllowed('python', [], undefined, now), true);
+    assert.equal(completionsAllowed('python', ['markdown'], now + 60000, now), false);
+    assert.equal(completionsAllowed('markdown', ['markdown'], undefined, now), false);
+    assert.deepEqual(toggledLanguages(['markdown'], 'python'), ['markdown', 'python']);
+    assert.deepEqual(toggledLanguages(['markdown', 'python'], 'markdown'), ['python']);
   });
 });
