@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines, replace_chars
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
+from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines, replace_chars
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.stages.confidence import score
 from langserver.completion.stages.context import Budget, Context, RepoContext, build_context

@@ -12,8 +12,8 @@ import pytest
 
 from langserver.backend.request import Delta, PromptRequest
 from langserver.completion import pipeline
-from langserver.completion.context import Context
-from langserver.completion.multiline import keep_sure_lines, statement_confidence
+from langserver.completion.postprocess.multiline import keep_sure_lines, statement_confidence
+from langserver.completion.stages.context import Context
 from langserver.settings import parse_settings
 
 FUNC = Context("def f(values):\n    total = 0\n    ", "\n    return total\n", "python")

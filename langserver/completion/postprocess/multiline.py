@@ -32,17 +32,13 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
 from langserver.completion.postprocess.syntax import continuation_lines, imbalance, scan
-from langserver.completion.stages.confidence import token_spans
+from langserver.completion.stages.confidence import Delta, token_spans
 from langserver.completion.stages.context import Context
-
-if TYPE_CHECKING:  # the type only: postprocess imports completion/stages alone
-    from langserver.backend.request import Delta
 
 _DEFINITION = re.compile(
     r"^[ \t]*(?:(?:export|default|pub(?:\([^)]*\))?|async|static|public|private|protected|internal|abstract"
