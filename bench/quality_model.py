@@ -63,7 +63,7 @@ from langserver.completion import pipeline  # noqa: E402
 from langserver.completion.postprocess import STEPS, step_names  # noqa: E402
 from langserver.settings import Settings, parse_settings  # noqa: E402
 
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder"
+DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
 SPLIT_FILES = {
     "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
@@ -85,6 +85,11 @@ POLICIES = ("never", "auto", "always")
 # at most N lines, or up to the first blank line.
 BLOCK_RULES = ("2 lines", "3 lines", "to blank line")
 TOKEN_LIMITS = (16, 32, 64)
+# completion.minConfidence thresholds applied to the replayed server answer's score.
+GATES = (0.0, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1)
+# completion.lineConfidence thresholds replayed (0 = off: the block up to its end).
+LINE_CONFIDENCES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
+ALWAYS_LINE_CONFIDENCES = (0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -396,8 +401,12 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
             record["server"] = [text, replace]
         else:
             record["server"] = None
-        prompt = pipeline.make_prompt(context, settings)
-        record["deltas"] = [delta.text async for delta in plain.stream(prompt)]
+        # With log probabilities always: the replays of completion.lineConfidence need them.
+        prompt = pipeline.make_prompt(context, settings, logprobs=True)
+        pieces = [delta async for delta in plain.stream(prompt)]
+        record["deltas"] = [delta.text for delta in pieces]
+        record["logprobs"] = [[list(pair) for pair in delta.logprobs] for delta in pieces]
+        record["finish"] = pieces[-1].finish_reason if pieces else None  # the gate halves a max_tokens cut
     except Exception as err:  # one task's failure is counted, the bench goes on
         record["error"] = f"{type(err).__name__}: {err}"
     return record
@@ -406,10 +415,15 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def replay_stream(deltas: list[str]) -> Any:
+def replay_stream(deltas: list[str], logprobs: list[list[list[Any]]] | None = None, finish: str | None = None) -> Any:
+    """The recorded stream, with its log probabilities when the record has them (older
+    records do not: the line confidence then cuts nothing) and its finish reason on the last piece."""
+    pieces = logprobs or [[] for _ in deltas]
+
     async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
-        for delta in deltas:
-            yield Delta(delta)
+        for index, (delta, pairs) in enumerate(zip(deltas, pieces, strict=False)):
+            yield Delta(delta, tuple((str(token), float(logprob)) for token, logprob in pairs),
+                        finish if index == len(deltas) - 1 else None)
 
     return open_stream
 
@@ -456,8 +470,9 @@ class Judge:
         return len(shown), sum(line in reference for line in shown)
 
 
-def answers(record: dict[str, Any]) -> dict[str, tuple[str, int] | None]:
-    """Every answer judged for a record: name -> (text, replace) or None (nothing shown)."""
+def answers(record: dict[str, Any], confidence: dict[str, float] | None = None) -> dict[str, tuple[str, int] | None]:
+    """Every answer judged for a record: name -> (text, replace) or None (nothing shown).
+    `confidence` gets the gate's score of the replayed server answer ("replay"), if any."""
     case = Case(**record["case"])
     deltas: list[str] = record["deltas"]
     settings = settings_of(record["options"])
@@ -471,20 +486,35 @@ def answers(record: dict[str, Any]) -> dict[str, tuple[str, int] | None]:
         "server": tuple(record["server"]) if record["server"] else None,  # type: ignore[dict-item]
     }
 
+    logprobs = record.get("logprobs")
+
     def replay(variant_settings: Settings, stream: list[str], steps: tuple[Any, ...] = STEPS) -> tuple[str, int] | None:
+        finish = record.get("finish") if stream is deltas else None
         completion = asyncio.run(pipeline.complete_streaming(
-            request, variant_settings, replay_stream(stream), max_model_len, counter=counter, steps=steps))
+            request, variant_settings, replay_stream(stream, logprobs, finish), max_model_len, counter=counter,
+            steps=steps))
+        if completion is not None and completion.confidence is not None and confidence is not None \
+                and variant_settings is settings and steps is STEPS and stream is deltas:
+            confidence["replay"] = completion.confidence.value
         return None if completion is None else (completion.text, completion.replace_chars)
 
     result["replay"] = replay(settings, deltas)
     for name in step_names():
         result[f"- {name}"] = replay(settings, deltas, tuple(step for step in STEPS if step.__name__ != name))
-    for policy in POLICIES:
-        completion = dataclasses.replace(settings.completion, multiline=policy)  # type: ignore[arg-type]
-        varied = dataclasses.replace(settings, completion=completion)
+    for policy in POLICIES:  # the fixed policies: no line confidence
+        varied = dataclasses.replace(settings, completion=dataclasses.replace(
+            settings.completion, multiline=policy, line_confidence=0.0))  # type: ignore[arg-type]
         result[f"multiline {policy}"] = replay(varied, deltas)
     for limit in TOKEN_LIMITS:
         result[f"maxTokens {limit}"] = replay(settings, deltas[:limit])
+    for threshold in LINE_CONFIDENCES:
+        varied = dataclasses.replace(settings, completion=dataclasses.replace(
+            settings.completion, multiline="auto", line_confidence=threshold))
+        result[f"lineConfidence {threshold:g}"] = replay(varied, deltas)
+    for threshold in ALWAYS_LINE_CONFIDENCES:  # several lines mid-line too, while the model is sure
+        varied = dataclasses.replace(settings, completion=dataclasses.replace(
+            settings.completion, multiline="always", line_confidence=threshold))
+        result[f"always lineConfidence {threshold:g}"] = replay(varied, deltas)
     auto = result["multiline auto"]
     for rule in BLOCK_RULES:
         result[f"block {rule}"] = None if auto is None else (block_rule(auto[0], rule), auto[1])
@@ -507,7 +537,9 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
     try:
         judge = Judge(Case(**record["case"]))
         scores: dict[str, Any] = {}
-        judged = answers(record)
+        confidence: dict[str, float] = {}
+        judged = answers(record, confidence)
+        summary["confidence"] = confidence.get("replay")
         for name, answer in judged.items():
             text, replace = answer if answer is not None else ("", 0)
             shown = bool(text.strip())
@@ -571,6 +603,15 @@ def _cell(rows: list[dict[str, Any]], name: str, metric: str, n: int) -> str:
     return f"{passed}/{_pct(_score(rows, name, 'exact'), n)}"
 
 
+FIXED_POLICIES = (*[f"multiline {policy}" for policy in POLICIES], *[f"block {rule}" for rule in BLOCK_RULES])
+
+
+def _line_share(rows: list[dict[str, Any]], name: str) -> float:
+    """% of the lines `name` shows that are lines of the reference."""
+    shown = sum(row["scores"][name]["lines"][0] for row in rows)
+    return 100.0 * sum(row["scores"][name]["lines"][1] for row in rows) / shown if shown else 0.0
+
+
 def _primary(split: str) -> str:
     """The metric a split is judged by: pass@1 where tests exist, exact match elsewhere."""
     return "exact" if split == "repo" else "pass"
@@ -580,7 +621,7 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
     lines = [header, ""]
     head = (f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6}{'cut*':>5}{'err':>4} | "
             f"{'plain p@1/EM':>13} | {'1st line p@1/EM':>15} | {'server p@1/EM':>13} | {'ES':>4} "
-            f"| {'harm':>5} | {'shown':>5} | {'replay=live':>11}")
+            f"| {'harm':>5} | {'shown':>5} | {'lines%':>6} | {'fixed%':>6} | {'replay=live':>11}")
     lines += [head, "-" * len(head)]
     ok = True
     groups = list(iter_groups(results))
@@ -597,17 +638,22 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         agree = sum(bool(row.get("agree")) for row in scored)
         server = _score(scored, "server", metric)
         best_plain = max(_score(scored, "plain", metric), _score(scored, "plain first line", metric))
-        met = server >= best_plain and harm <= 0.01 * n
+        share = _line_share(scored, "server")
+        best_fixed = max(_line_share(scored, name) for name in FIXED_POLICIES)
+        met = server >= best_plain and harm <= 0.01 * n and share >= best_fixed
         ok = ok and met
         cells = [_cell(scored, name, metric, n) for name in ("plain", "plain first line", "server")]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{n:>6}{budget:>5}{errors:>4} | {cells[0]:>13} | "
                      f"{cells[1]:>15} | {cells[2]:>13} | {similarity:4.2f} | "
                      f"{_pct(harm, n)} | {_pct(_score(scored, 'server', 'shown'), n)} | "
+                     f"{share:6.1f} | {best_fixed:6.1f} | "
                      f"{_pct(agree, len(scored)):>10}%" + ("" if met else "  <- target not met"))
     lines += ["", "p@1 = pass@1 % (HumanEval tests), EM = exact match %, ES = mean edit similarity of the server's "
               "answer to the reference (1 = equal); cut* = prompts cut by the server's context budget; err = task "
               "errors (counted as failures); harm = % of tasks the plain answer passes (repo: matches) and the "
-              "server does not; shown = % of tasks where the server shows something; replay=live = % of tasks where "
+              "server does not; shown = % of tasks where the server shows something; lines% = % of the lines the "
+              "server shows that are lines of the reference, fixed% = the best fixed policy's (never, auto, always, "
+              "2 lines, 3 lines, to blank line; no line confidence); replay=live = % of tasks where "
               "the recorded plain stream replayed through pipeline.complete_streaming gives the live answer."]
     steps = step_names()
     lines += ["", "Ablation: the server's answer (replayed) with each clean-up step off: "
@@ -633,6 +679,40 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
             kept = sum(row["scores"][name]["lines"][1] for row in scored)
             cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}")
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>16}" for c in cells))
+    lines += ["", "Line confidence (replayed, multiline auto, completion.lineConfidence = T): pass@1 % (repo: exact "
+              "match %) / % of shown lines that are lines of the reference / mean lines shown; `always T`: "
+              "multiline always with the same cut", ""]
+    names = [*[f"lineConfidence {threshold:g}" for threshold in LINE_CONFIDENCES],
+             *[f"always lineConfidence {threshold:g}" for threshold in ALWAYS_LINE_CONFIDENCES]]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(
+        f"{('always ' if name.startswith('always') else '') + 'T=' + name.split()[-1]:>20}" for name in names)
+    lines += [head, "-" * len(head)]
+    for (split, cut, prompt_format), rows in groups:
+        scored = [row for row in rows if "scores" in row]
+        metric = _primary(split)
+        cells = []
+        for name in names:
+            shown = sum(row["scores"][name]["lines"][0] for row in scored)
+            kept = sum(row["scores"][name]["lines"][1] for row in scored)
+            count = max(1, sum(bool(row["scores"][name]["shown"]) for row in scored))
+            cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}"
+                         f" / {shown / count:.1f}")
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>20}" for c in cells))
+    lines += ["", "Confidence gate on the server's answer (replayed; completion.minConfidence = G): shown % / pass@1 "
+              "of what is shown % (repo: exact match) / passes kept %", ""]
+    head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{'G=' + format(g, 'g'):>20}" for g in GATES)
+    lines += [head, "-" * len(head)]
+    for (split, cut, prompt_format), rows in groups:
+        scored = [row for row in rows if "scores" in row and row.get("confidence") is not None]
+        metric = _primary(split)
+        cells = []
+        for gate in GATES:
+            shown = [row for row in scored if row["confidence"] >= gate and row["scores"]["replay"]["shown"]]
+            good = sum(bool(row["scores"]["replay"][metric]) for row in shown)
+            total = sum(bool(row["scores"]["replay"][metric]) for row in scored)
+            cells.append(f"{_pct(len(shown), len(scored)).strip()} / {_pct(good, len(shown)).strip()} / "
+                         f"{_pct(good, total).strip()}")
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>20}" for c in cells))
     lines += ["", "Max tokens (replayed, the stream cut after N deltas): pass@1 % (repo: exact match %)", ""]
     limits = [*TOKEN_LIMITS, "setting"]
     head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{limit!s:>9}" for limit in limits)
@@ -649,7 +729,7 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         for row in failed:
             kinds[str(row["error"]).split(":", 1)[0]] += 1
         lines += ["", "task errors: " + ", ".join(f"{kind} x{count}" for kind, count in kinds.items())]
-    lines += ["", "targets (server pass@1 >= both plain baselines, harm <= 1%, every row): "
+    lines += ["", "targets (server pass@1 >= both plain baselines, harm <= 1%, lines% >= fixed%, every row): "
               + ("met" if ok else "NOT met")]
     return "\n".join(lines), ok
 

@@ -136,6 +136,9 @@ class CompletionSettings:
     timeout_ms: int = 10000
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
     min_confidence: float = 0.005
+    # A multi-line answer ends before the first statement after its first line that the
+    # model gave a lower probability than this (multiline.keep_sure_lines); 0 = keep the block.
+    line_confidence: float = 0.2
     disabled_languages: tuple[str, ...] = ()
     # An explicit request (Alt+\ in VS Code) gets up to this many different completions to cycle
     # through, from one request; 1 = only the likeliest.
@@ -181,6 +184,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "completion.timeoutMs": (100, 600_000),
     "completion.minConfidence": (0, 1),
     "completion.alternatives": (1, 8),
+    "completion.lineConfidence": (0, 1),
     "completion.crossFile.maxTokens": (0, 1_000_000),
 }
 # Lists whose items come from a fixed set.

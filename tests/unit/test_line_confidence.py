@@ -1,0 +1,110 @@
+"""The confidence multi-line policy (`completion.lineConfidence`, multiline.keep_sure_lines):
+a block ends before the first statement after its first line that the model was unsure of;
+a block it is sure of stays whole; lines are never cut in the middle or inside brackets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from langserver.backend.request import Delta, PromptRequest
+from langserver.completion import pipeline
+from langserver.completion.postprocess.multiline import keep_sure_lines, statement_confidence
+from langserver.completion.stages.context import Context
+from langserver.settings import parse_settings
+
+FUNC = Context("def f(values):\n    total = 0\n    ", "\n    return total\n", "python")
+PIECE = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def stream(sure: str, unsure: str = "", logprob: float = -2.0) -> tuple[Delta, ...]:
+    """Token-sized pieces: certain over `sure`, `logprob` each over `unsure`."""
+    return (*(Delta(p, ((p, 0.0),)) for p in PIECE.findall(sure)),
+            *(Delta(p, ((p, logprob),)) for p in PIECE.findall(unsure)))
+
+
+def test_a_sure_block_stays_whole() -> None:
+    text = "for v in values:\n        total += v\n    return total"
+    assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text
+
+
+def test_the_block_ends_before_the_first_unsure_statement() -> None:
+    sure = "for v in values:\n        total += v"
+    text = sure + "\n    total *= 2\n    return total"
+    assert keep_sure_lines(text, stream(sure, text[len(sure):]), FUNC, 0.3) == sure
+    # Sure lines after an unsure one do not bring it back: the block ended there.
+    parts = (*stream(sure, "\n    total *= 2"), *stream("\n    return total"))
+    assert keep_sure_lines(text, parts, FUNC, 0.3) == sure
+
+
+def test_the_first_line_is_always_kept_and_the_threshold_decides() -> None:
+    text = "total += 1\n    return total"
+    unsure = stream("", text, logprob=-0.2)  # the second line: 4 tokens (break, indent, word, space, word)
+    assert keep_sure_lines(text, unsure, FUNC, 0.9) == "total += 1"
+    assert keep_sure_lines(text, unsure, FUNC, 0.01) == text
+    assert keep_sure_lines(text, unsure, FUNC, 0) == text  # 0 = off
+
+
+def test_never_cut_inside_brackets() -> None:
+    sure = "total = sum(\n"
+    text = "total = sum(\n        values,\n    )\n    return total"
+    parts = stream(sure, text[len(sure):])
+    # The continuation lines belong to the first statement: the cut falls before `return`.
+    scored = statement_confidence(parts, text, FUNC)
+    assert scored is not None and [offset for offset, _ in scored] == [text.index("    return")]
+    assert keep_sure_lines(text, stream(text[:-len("\n    return total")], "\n    return total"), FUNC, 0.3) \
+        == "total = sum(\n        values,\n    )"
+
+
+def test_without_log_probabilities_nothing_is_cut() -> None:
+    text = "total += 1\n    return total"
+    assert keep_sure_lines(text, (Delta(text),), FUNC, 0.3) == text
+
+
+def test_the_lines_are_found_after_the_clean_up_re_indented_them() -> None:
+    raw = "total += 1\n\treturn total"  # tabs in the answer, spaces in the document
+    assert keep_sure_lines("total += 1\n    return total", stream("total += 1", raw[10:]), FUNC, 0.3) == "total += 1"
+
+
+@pytest.mark.parametrize(("setting", "multiline", "after", "asked"), [
+    (0.3, "auto", "", True),  # several lines may be shown here
+    (0.3, "auto", "values)", False),  # text right of the cursor: one line, no use for them
+    (0.3, "always", "values)", True),
+    (0.3, "never", "", False),
+    (0.0, "auto", "", False),  # off (and the gate off)
+])
+def test_log_probabilities_are_asked_for_only_where_they_are_used(setting: float, multiline: str, after: str,
+                                                                  asked: bool) -> None:
+    settings, problems = parse_settings({"completion": {"lineConfidence": setting, "multiline": multiline,
+                                                        "minConfidence": 0}})
+    assert not problems
+    text = "def f(values):\n    return sum(" + after + "\n"
+    request = pipeline.Request(text=text, offset=len("def f(values):\n    return sum("), language="python")
+    context = pipeline.make_context(request, settings, None)
+    body = pipeline.make_prompt(context, settings).body
+    assert ("logprobs" in body) is asked
+
+
+def test_the_server_path_cuts_an_unsure_tail() -> None:
+    settings, _ = parse_settings({"completion": {"lineConfidence": 0.3, "minConfidence": 0}})
+    document = "def f(values):\n    total = 0\n    \n    return total\n"
+    offset = document.index("    \n") + 4
+
+    async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
+        assert "logprobs" in prompt.body
+        for delta in stream("for v in values:\n        total += v", "\n    total = -total"):
+            yield delta
+
+    request = pipeline.Request(text=document, offset=offset, language="python")
+    completion = asyncio.run(pipeline.complete_streaming(request, settings, open_stream))
+    assert completion is not None and completion.text == "for v in values:\n        total += v"
+    assert completion.confidence is not None  # scored on what is shown
+
+
+def test_bad_setting_falls_back_with_its_name() -> None:
+    settings, problems = parse_settings({"completion": {"lineConfidence": 2}})
+    assert settings.completion.line_confidence == 0.2
+    assert problems and problems[0].startswith("vllmGhost.completion.lineConfidence:")
