@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langserver.backend.launch import flag_value
 from langserver.backend.shared import Registry, identity, runtime_dir
 from langserver.settings import ModelSettings, Settings
 
@@ -256,17 +257,6 @@ class Plan:
                 "fits": self.fits, "message": self.message, "addedArgs": list(self.added_args),
                 "removedArgs": list(self.removed_args), "maxModelLen": self.max_model_len,
                 "gpuMemoryUtilization": self.gpu_memory_utilization, "notes": list(self.notes)}
-
-
-def flag_value(args: tuple[str, ...], flag: str) -> str | None:
-    """The value of `--flag V` or `--flag=V` in argv (the last one wins, as argparse does)."""
-    value: str | None = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
 
 
 def without_flag(args: tuple[str, ...], flag: str) -> tuple[str, ...]:

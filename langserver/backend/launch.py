@@ -114,7 +114,7 @@ def persisted_key() -> str:
     return key
 
 
-def _flag_value(args: tuple[str, ...] | list[str], flag: str) -> str | None:
+def flag_value(args: tuple[str, ...] | list[str], flag: str) -> str | None:
     """The value `args` gives `flag` (`--flag value` or `--flag=value`), the last one winning."""
     found = None
     for index, arg in enumerate(args):
@@ -127,15 +127,15 @@ def _flag_value(args: tuple[str, ...] | list[str], flag: str) -> str | None:
 
 def scheduling_policy(vllm: VllmSettings) -> str:
     """The policy the managed vLLM schedules by: vllm.args' --scheduling-policy, else the setting."""
-    return _flag_value(vllm.args, "--scheduling-policy") or vllm.scheduling_policy
+    return flag_value(vllm.args, "--scheduling-policy") or vllm.scheduling_policy
 
 
 def scheduling_flags(vllm: VllmSettings) -> list[str]:
     """vllm.schedulingPolicy and vllm.maxNumBatchedTokens as flags, unless vllm.args sets them."""
     flags: list[str] = []
-    if _flag_value(vllm.args, "--scheduling-policy") is None:
+    if flag_value(vllm.args, "--scheduling-policy") is None:
         flags += ["--scheduling-policy", vllm.scheduling_policy]
-    if vllm.max_num_batched_tokens and _flag_value(vllm.args, "--max-num-batched-tokens") is None:
+    if vllm.max_num_batched_tokens and flag_value(vllm.args, "--max-num-batched-tokens") is None:
         flags += ["--max-num-batched-tokens", str(vllm.max_num_batched_tokens)]
     return flags
 
