@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langserver.backend.launch import flag_value
+from langserver.backend.launch import flag_value as flag_value  # the fit reads and the tests check the same flags
 from langserver.backend.shared import Registry, identity, runtime_dir
 from langserver.settings import ModelSettings, Settings
 
