@@ -295,7 +295,9 @@ class TextProbe:
     async def new_requests(self) -> list[str]:
         """Documents carried by requests that reached the backend since the last call."""
         requests = await received(self.url)
-        documents = [prompt_document(request["body"]) for request in requests[self.seen:]]
+        # External mode's one-token probe for priority and cache_salt carries no document.
+        documents = [prompt_document(request["body"]) for request in requests[self.seen:]
+                     if "<|fim_prefix|>" in json.dumps(request["body"])]
         self.seen = len(requests)
         self.sent.update(documents)
         return documents
