@@ -159,6 +159,10 @@ def identity(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Files other modules keep in the runtime directory for one shared vLLM (fit.py writes them).
+COMPANION_GLOB = "fit-*.json"
+
+
 @dataclass
 class Registry:
     """The files of one backend identity."""
@@ -214,10 +218,19 @@ class Registry:
         return state if state is not None and state.launch_id == launch_id else None
 
     def remove(self, launch_id: str) -> None:
-        """Remove the state if it is still that launch's."""
+        """Remove the state if it is still that launch's, and the files kept beside it for it."""
         if self.read_launch(launch_id) is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.state_path.unlink()
+            self._remove_companions()
+
+    def _remove_companions(self) -> None:
+        """fit.py's pins (which model and flags this shared vLLM was fitted with) name it as their
+        "identity": once it is gone they would only be read and dropped later, so drop them now."""
+        for path in self.root.glob(COMPANION_GLOB):
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text(encoding="utf-8")).get("identity") == self.id:
+                    path.unlink()
 
 
 def all_states(root: Path | None = None) -> list[tuple[Registry, SharedState]]:
