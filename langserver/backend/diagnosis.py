@@ -32,12 +32,6 @@ _RULES: list[tuple[str, str, bool]] = [
     (r"No module named '?vllm'?($|[\s.'])",
      "vLLM is not installed for that Python: pip install vllm, "
      "or point vllmGhost.vllm.command at the right interpreter.", True),
-    # Seen on an H100 (vLLM 0.26): a vLLM missing one of its compiled parts fails while it inspects the
-    # model, the same way on every try; retrying for minutes only hides the cause.
-    (r"(?i)(Model architectures \[.*\] failed to be inspected|requires the CUDA flash attention extensions"
-     r"|ModuleNotFoundError: No module named '(?!vllm['.])[\w.]+')",
-     "vLLM's installation is incomplete (a module it needs is missing; the log's ImportError names it): "
-     "reinstall vLLM for this Python, e.g. pip install --force-reinstall vllm.", True),
     # A plain chroot or a bare container without /proc: psutil, NUMA and CPU detection all read it.
     (r"No such file or directory: '/proc/",
      "vLLM needs /proc, which is not mounted here (a chroot or a container?): mount it "
@@ -70,6 +64,13 @@ _RULES: list[tuple[str, str, bool]] = [
      "(and allow downloads, or download it first).", True),
     (r"(?i)(unrecognized arguments|error: argument|invalid choice)",
      "vLLM rejected an argument (perhaps removed in this vLLM version): check vllmGhost.vllm.args.", True),
+    # Seen on an H100 (vLLM 0.26): a vLLM missing one of its compiled parts fails while it inspects the
+    # model, the same way on every try; retrying for minutes only hides the cause. Last, so that a log
+    # which also mentions an optional module yields to any cause named above.
+    (r"(?i)(Model architectures \[.*\] failed to be inspected|requires the CUDA flash attention extensions"
+     r"|ModuleNotFoundError: No module named '(?!vllm['.])[\w.]+')",
+     "vLLM's installation is incomplete (a module it needs is missing; the log's ImportError names it): "
+     "reinstall vLLM for this Python, e.g. pip install --force-reinstall vllm.", True),
 ]
 
 
