@@ -55,9 +55,10 @@ async def client(external_vllm: VllmServer) -> AsyncIterator[GhostClient]:
 
 
 async def type_burst(client: GhostClient, uri: str, start_text: str, typed: str,
-                     interval_s: float) -> list[Any]:
+                     interval_s: float) -> tuple[list[Any], list[float]]:
     """Type `typed` at the end of `start_text` one character at a time as VS Code does:
-    didChange, an inlineCompletion request, and $/cancelRequest for the previous request."""
+    didChange, an inlineCompletion request, and $/cancelRequest for the previous request.
+    The answers, and the seconds between one key and the next as the client sent them."""
     text = start_text
     futures: list[Any] = []
     previous: str | None = None
@@ -74,15 +75,11 @@ async def type_burst(client: GhostClient, uri: str, start_text: str, typed: str,
                                                           msg_id=previous))
         sent.append(time.monotonic())
         await asyncio.sleep(interval_s)
-    print("\nclient gaps ms:", [round((b - a) * 1000) for a, b in itertools.pairwise(sent)])
-    return await asyncio.gather(*futures, return_exceptions=True)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    print("\nclient gaps ms:", [round(gap * 1000) for gap in gaps])
+    return await asyncio.gather(*futures, return_exceptions=True), gaps
 
 
-# In the full suite after this stop's merges (two runs of 565 tests, 2026-12-06) one keystroke before the
-# last got the memorised middle at the burst's first column; alone the test passes. Under investigation
-# (a stale answer for an earlier position, or a typing-through cache hit from an earlier test's server):
-# the request count it checks still holds; the open question is said in the stop's closing note.
-@pytest.mark.xfail(strict=False, reason="an earlier keystroke's answer is non-empty in the full suite only")
 async def test_a_burst_of_twenty_keystrokes_makes_a_few_backend_requests(
         client: GhostClient, external_vllm: VllmServer) -> None:
     case = example("py_class_method")
@@ -91,7 +88,7 @@ async def test_a_burst_of_twenty_keystrokes_makes_a_few_backend_requests(
     uri = client.open(start + case["suffix"])
     before = await settled_requests(external_vllm)
     # 10 keys a second, as the issue puts it; the adaptive wait becomes 150 ms.
-    results = await type_burst(client, uri, start, typed, interval_s=0.1)
+    results, gaps = await type_burst(client, uri, start, typed, interval_s=0.1)
     after = await settled_requests(external_vllm)
     print(f"\n20 keystrokes at 100 ms: {after - before:.0f} backend requests")
     assert after - before <= 5
@@ -99,9 +96,16 @@ async def test_a_burst_of_twenty_keystrokes_makes_a_few_backend_requests(
     last = results[-1]
     assert isinstance(last, types.InlineCompletionList), last
     assert [item.insert_text for item in last.items] == [case["middle"]]
-    # The earlier ones were cancelled by the client (or answered empty).
-    for result in results[:-1]:
-        assert isinstance(result, Exception) or not result.items
+    # The earlier ones were cancelled by the client (or answered empty). Except the first: with no
+    # typing history the scheduler does not hold a key back (scheduler.py), so where vLLM has the
+    # prompt cached (other tests asked it the same) it answers within the 100 ms before the next key.
+    # A later key is held 1.5 x the typing interval (150 ms), so the next key supersedes it, unless
+    # the client itself stalled that long on a loaded machine.
+    answered_early = [index for index, result in enumerate(results[:-1])
+                      if not isinstance(result, Exception) and result.items]
+    print("keys answered before the last:", answered_early)
+    for index in answered_early:
+        assert index == 0 or gaps[index] >= 0.15, (index, results[index], gaps)
 
 
 async def test_status_reports_stage_timings(client: GhostClient) -> None:
