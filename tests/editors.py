@@ -78,6 +78,7 @@ def editor_settings(model: Path) -> dict[str, Any]:
     settings = managed_options(model)
     settings["vllm"]["command"] = VLLM_COMMAND
     settings["vllm"]["startupTimeoutS"] = START_TIMEOUT_S
+    settings["log"] = {"level": "debug"}  # stage timings in the server's log (the saved artifacts)
     return settings
 
 

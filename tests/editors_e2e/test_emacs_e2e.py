@@ -96,6 +96,7 @@ def emacs_run(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ema
         save_artifact("emacs.log", log)
         lines = report.read_text().splitlines() if report.is_file() else []
         steps = {step["step"]: step for step in map(json.loads, lines)}
+        save_artifact("emacs-server.log", steps.pop("serverStderr", {}).get("text", ""))
         save_artifact("emacs-report.json", steps)
         if "opened" in steps:  # a figure, not a goal: seconds from opening the file to each step
             start = steps["opened"]["time"]

@@ -94,5 +94,7 @@
 (condition-case err
     (e2e-main)
   (error (e2e-report "error" :message (error-message-string err) :serverStderr (e2e-server-stderr))))
+;; Always: what the server said (with log.level debug, one line of stage timings per completion).
+(e2e-report "serverStderr" :text (e2e-server-stderr))
 (e2e-report "exiting")
 (kill-emacs 0)
