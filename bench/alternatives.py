@@ -194,7 +194,8 @@ def _range(values: list[float]) -> str:
 
 def table(attempts: list[Attempt], n: int) -> str:
     rows = [f"| split | method | tasks | latency s, median over tasks (range over repeats) | slowest task s "
-            f"| distinct items after clean-up (mean of {n}) | requests with >= 2 | first item passes | any item passes |",
+            f"| distinct items after clean-up (mean of {n}) | requests with >= 2 | first item passes "
+            "| any item passes |",
             "|---|---|---|---|---|---|---|---|---|"]
     for split in SPLITS:
         for method in METHODS:
