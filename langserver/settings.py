@@ -131,7 +131,10 @@ class CompletionSettings:
     debounce_ms: int = -1  # -1 = adaptive to the typing rate
     # While a debounce waits in a place vLLM has not prefilled, prefill its head (warmup.py).
     warm_prefix_cache: bool = True
-    context_tokens: int = 2048
+    # Prefix+suffix budget. 1024 on small-coder-v2's repo lines (docs/benchmarks.md, issue 24
+    # continued): exact match and edit similarity at or above 2048 on held-out lines, and a
+    # shorter prefill.
+    context_tokens: int = 1024
     context_chars: int = 0  # 0 = derive from context_tokens
     timeout_ms: int = 10000
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.

@@ -287,9 +287,9 @@ def test_the_budget_never_passes_the_models_context() -> None:
     settings, problems = parse_settings({"completion": {"crossFile": {"maxTokens": 4000}}})
     assert not problems
     assert cross_file_budget(settings, None) == 4000
-    # small-coder, trained at 3,072: what prefix+suffix (2,048), the answer (128) and the template leave.
-    assert cross_file_budget(settings, 3072) == 3072 - 2048 - 128 - 48
-    assert cross_file_budget(settings, 2200) == 0
+    # small-coder, trained at 3,072: what prefix+suffix (1,024), the answer (128) and the template leave.
+    assert cross_file_budget(settings, 3072) == 3072 - 1024 - 128 - 48
+    assert cross_file_budget(settings, 1200) == 0
     off, _ = parse_settings({"completion": {"crossFile": {"enabled": False}}})
     assert cross_file_budget(off, 200_000) == 0
 
