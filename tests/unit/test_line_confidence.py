@@ -1,6 +1,7 @@
 """The confidence multi-line policy (`completion.lineConfidence`, multiline.keep_sure_lines):
 a block ends before the first statement after its first line that the model was unsure of;
-a block it is sure of stays whole; lines are never cut in the middle or inside brackets."""
+a block it is sure of stays whole; lines are never cut in the middle, nor a later statement
+inside its brackets; the lines inside the first line's own brackets are judged one by one."""
 
 from __future__ import annotations
 
@@ -48,15 +49,30 @@ def test_the_first_line_is_always_kept_and_the_threshold_decides() -> None:
     assert keep_sure_lines(text, unsure, FUNC, 0) == text  # 0 = off
 
 
-def test_never_cut_inside_brackets() -> None:
-    sure = "total = sum(\n"
+def test_a_later_statement_is_never_cut_inside_its_brackets() -> None:
+    sure = "total = 0\n"
+    text = "total = 0\n    total = sum(\n        values,\n    )\n    return total"
+    # Its continuation lines belong to it: one unit from `total = sum(` to `)`, then `return`.
+    scored = statement_confidence(stream(text), text, FUNC)
+    assert scored is not None and [offset for offset, _ in scored] == [text.index("    total = sum"),
+                                                                         text.index("    return")]
+    unsure_inside = (*stream(sure + "    total = sum(\n"), *stream("", "        values,\n"),
+                     *stream("    )\n    return total"))
+    assert keep_sure_lines(text, unsure_inside, FUNC, 0.3) == "total = 0"
+
+
+def test_the_first_statement_is_judged_line_by_line() -> None:
+    # `def` and `raise` lines that open a bracket: the model is sure of the line, not of what
+    # it writes inside. The first line alone is shown, as `never` would show it; a sure
+    # argument list stays.
     text = "total = sum(\n        values,\n    )\n    return total"
-    parts = stream(sure, text[len(sure):])
-    # The continuation lines belong to the first statement: the cut falls before `return`.
-    scored = statement_confidence(parts, text, FUNC)
-    assert scored is not None and [offset for offset, _ in scored] == [text.index("    return")]
+    assert keep_sure_lines(text, stream("total = sum(\n", text[len("total = sum(\n"):]), FUNC, 0.3) \
+        == "total = sum("
     assert keep_sure_lines(text, stream(text[:-len("\n    return total")], "\n    return total"), FUNC, 0.3) \
         == "total = sum(\n        values,\n    )"
+    scored = statement_confidence(stream(text), text, FUNC)
+    assert scored is not None and [offset for offset, _ in scored] == [
+        text.index("        values"), text.index("    )"), text.index("    return")]
 
 
 def test_without_log_probabilities_nothing_is_cut() -> None:

@@ -20,7 +20,8 @@ would cut it anyway.
 
 Within the block, `keep_sure_lines` (`completion.lineConfidence`) ends it
 earlier: before the first statement after the first line that the model was
-unsure of, by the log probabilities of its tokens. A small model is often right
+unsure of, by the log probabilities of its tokens (the lines that continue the
+first line's own statement, inside its brackets or string, are judged one by one). A small model is often right
 about the line at the cursor and wrong about the lines it adds after it; where
 it is sure of them (a right block, or a scripted one), the block stays whole.
 """
@@ -194,11 +195,16 @@ def _line_places(raw: str, text: str) -> list[tuple[int, int, int]] | None:
 
 
 def statement_confidence(parts: Sequence[Delta], text: str, context: Context) -> list[tuple[int, float]] | None:
-    """(offset in `text`, probability) of each statement after the first line: the product
-    of the probabilities of its tokens, from the end of the line before it (its line break
-    and indentation say whether the model wanted another line at all) to the end of its last
-    line. A statement is a line outside brackets and strings and the continuation lines after
-    it. None without log probabilities, or when the shown lines are not in the raw answer."""
+    """(offset in `text`, probability) of each unit after the first line: the product of the
+    probabilities of its tokens, from the end of the unit before it (its line break and
+    indentation say whether the model wanted another line at all) to the end of its last line.
+    A unit is a statement (a line outside brackets and strings and the continuation lines after
+    it), except in the first line's own statement: there each line is one. A first line that
+    opens a bracket or a string (`def f(`, `raise Error(`, a docstring) is the part the model
+    was sure of; what it wrote inside (parameters, arguments, prose) is as unsure as any later
+    line, and cutting there shows what `never` shows. Later statements stay whole: a block is
+    never cut inside them. None without log probabilities, or when the shown lines are not in
+    the raw answer."""
     spans = token_spans(parts)
     if not spans:
         return None
@@ -210,10 +216,14 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line) + 1)
-    # Group the non-blank lines into statements: (first line index, raw start, raw end).
+    # Group the non-blank lines into units: (first line index, raw start, raw end).
     statements: list[list[int]] = []
+    in_first = True  # still in the first line's statement: one unit a line
     for index, start, end in places:
-        if (index and not inside[index]) or not statements:
+        opens = bool(index) and not inside[index]
+        if statements and opens:
+            in_first = False
+        if not statements or opens or in_first:
             statements.append([index, start, end])
         else:
             statements[-1][2] = end
@@ -226,9 +236,10 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
 
 
 def keep_sure_lines(text: str, parts: Sequence[Delta], context: Context, threshold: float) -> str:
-    """`text` up to the first statement after the first line whose probability is below
-    `threshold`: whole lines only, never inside brackets or a string. Unchanged when the
-    threshold is 0, the text is one line, or the answer came without log probabilities."""
+    """`text` up to the first unit after the first line whose probability is below `threshold`
+    (statement_confidence): whole lines only, never inside a later statement's brackets or
+    strings. Unchanged when the threshold is 0, the text is one line, or the answer came
+    without log probabilities."""
     if threshold <= 0 or "\n" not in text:
         return text
     for offset, probability in statement_confidence(parts, text, context) or ():
