@@ -136,8 +136,9 @@ class CompletionSettings:
     timeout_ms: int = 10000
     # Below this confidence (completion/confidence.py, 0-1) nothing is shown; 0 = show everything.
     min_confidence: float = 0.005
-    # A multi-line answer ends before the first statement after its first line that the
-    # model gave a lower probability than this (multiline.keep_sure_lines); 0 = keep the block.
+    # A multi-line answer ends before the first statement after its first line (or the first line
+    # inside that line's own brackets or string) that the model gave a lower probability than this
+    # (multiline.keep_sure_lines); 0 = keep the block.
     line_confidence: float = 0.2
     disabled_languages: tuple[str, ...] = ()
     # An explicit request (Alt+\ in VS Code) gets up to this many different completions to cycle
