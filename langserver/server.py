@@ -112,9 +112,12 @@ class GhostServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=f"vLLM Ghost: {message}"))
 
     def publish_status(self, status: Status) -> None:
-        # vLLM prints hundreds of lines while loading: one "loading" update a second is plenty.
+        # vLLM prints hundreds of lines while loading (and a download ticks): one such update a
+        # second is plenty. A new step of the load (the warm-up) always goes out.
         now = time.monotonic()
-        if status.state == "loading" and self._last_status.state == "loading" and now - self._last_status_at < 1.0:
+        tick = "line" in status.detail or "download" in status.detail
+        if tick and status.state == "loading" and self._last_status.state == "loading" \
+                and now - self._last_status_at < 1.0:
             return
         self._last_status, self._last_status_at = status, now
         # Progress and message first: a client that acts on the state finds them done.

