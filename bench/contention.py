@@ -63,6 +63,8 @@ import httpx
 from bench import gpu as gpu_bench
 from bench import gpu_typists
 from bench import typing_replay as typing_bench
+from bench.options import dotted_options
+from bench.report import markdown_table
 
 CHAT = "/v1/chat/completions"
 # Continue's agent puts its instructions first: the same for every request (vLLM caches it).
@@ -406,20 +408,21 @@ def table(results: list[dict[str, Any]]) -> str:
     for result in results:
         lines.append(f"model {result['model']}; {result['machine']}; {result['date']}")
         lines.append(f"command: `{result['command']}`")
-    lines += ["", "| config | policy | chunk | phase | typists | agents | pause-to-ghost p50 / p95 ms | shown "
-              "| agent out tok/s | agent TTFT p50 / p95 ms | agent decode tok/s/req p50 | agent req sent/done |",
-              "|" + "---|" * 12]
+    rows = []
     for result in results:
         for config in result["configs"]:
             for phase in config["phases"]:
                 agent = phase.get("agent", {})
-                lines.append(
-                    f"| {config['label']} | {config['policy']} | {config['chunk']} | {phase['phase']} "
-                    f"| {phase.get('users') or phase.get('users_beside', 0)} | {phase['agents']} "
-                    f"| {_pair(phase.get('pause_latency_ms', {}))} | {phase.get('shown', '-')} "
-                    f"| {agent.get('output_tokens_per_s', '-')} | {_pair(agent.get('ttft_ms', {}))} "
-                    f"| {agent.get('decode_tokens_per_s_per_request', {}).get('p50', '-')} "
-                    f"| {agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')} |")
+                rows.append((
+                    config["label"], config["policy"], config["chunk"], phase["phase"],
+                    phase.get("users") or phase.get("users_beside", 0), phase["agents"],
+                    _pair(phase.get("pause_latency_ms", {})), phase.get("shown", "-"),
+                    agent.get("output_tokens_per_s", "-"), _pair(agent.get("ttft_ms", {})),
+                    agent.get("decode_tokens_per_s_per_request", {}).get("p50", "-"),
+                    f"{agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')}"))
+    lines += ["", markdown_table(("config", "policy", "chunk", "phase", "typists", "agents",
+                                  "pause-to-ghost p50 / p95 ms", "shown", "agent out tok/s", "agent TTFT p50 / p95 ms",
+                                  "agent decode tok/s/req p50", "agent req sent/done"), rows)]
     return "\n".join(lines)
 
 
@@ -470,7 +473,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "table":
         return table_command(args)
-    args.server_options = gpu_typists.server_options(args.server_option)
+    args.server_options = dotted_options(args.server_option)
     return asyncio.run(run_command(args) if args.what == "run" else sweep_command(args))
 
 

@@ -41,25 +41,37 @@ def test_model() -> Path:
     return Path(path)
 
 
-ReadyServer = Callable[..., Awaitable[GhostClient]]
+StartServer = Callable[..., Awaitable[GhostClient]]
+ReadyServer = StartServer
 
 
 @pytest_asyncio.fixture
-async def ready_server() -> AsyncIterator[ReadyServer]:
-    """Starts a language server with the given initializationOptions (and start_session's other
-    arguments), asserts that it became ready, and closes every one it started after the test."""
+async def lsp_server() -> AsyncIterator[StartServer]:
+    """Starts a language server with the given initializationOptions and start_session's other
+    arguments (wait_for: the status to wait for), and closes every one it started after the test."""
     started: list[GhostClient] = []
 
     async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
         client = await start_session(options, **kwargs)
         started.append(client)
-        status = await client.wait_status("ready", "error")  # the one start_session waited for
-        assert status["state"] == "ready", status
         return client
 
     yield start
     for client in started:
         await client.close_session()
+
+
+@pytest_asyncio.fixture
+async def ready_server(lsp_server: StartServer) -> ReadyServer:
+    """lsp_server that also asserts that the server became ready."""
+
+    async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
+        client = await lsp_server(options, **kwargs)
+        status = await client.wait_status("ready", "error")  # the one start_session waited for
+        assert status["state"] == "ready", status
+        return client
+
+    return start
 
 
 @pytest.fixture(scope="session")
