@@ -81,8 +81,10 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         item.split("=", 1) for item in args.env)}
     if args.command:
         vllm["command"] = shlex.split(args.command)
-    return server_options(args.name, model=args.model, prompt_format=args.prompt_format, vllm=vllm, log_level="info",
-                          maxTokens=args.max_tokens, debounceMs=0, timeoutMs=60000)
+    options = server_options(args.name, model=args.model, prompt_format=args.prompt_format, vllm=vllm,
+                             log_level="info", maxTokens=args.max_tokens, debounceMs=0, timeoutMs=60000)
+    options["backend"] = {"mode": "managed"}  # the default, said outright: the result file shows the path measured
+    return options
 
 
 def gpu_processes() -> list[str]:
