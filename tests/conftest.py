@@ -61,17 +61,30 @@ async def lsp_server() -> AsyncIterator[StartServer]:
         await client.close_session()
 
 
+async def start_ready(options: dict[str, Any], **kwargs: Any) -> GhostClient:
+    """start_session (its arguments), asserting that the server became ready; one that did not is
+    closed. For a server a module shares; a test's own comes from ready_server."""
+    client = await start_session(options, **kwargs)
+    status = await client.wait_status("ready", "error")  # the one start_session waited for
+    if status["state"] != "ready":
+        await client.close_session()
+    assert status["state"] == "ready", status
+    return client
+
+
 @pytest_asyncio.fixture
-async def ready_server(lsp_server: StartServer) -> ReadyServer:
-    """lsp_server that also asserts that the server became ready."""
+async def ready_server() -> AsyncIterator[ReadyServer]:
+    """start_ready for a test: closes every server it started after the test."""
+    started: list[GhostClient] = []
 
     async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
-        client = await lsp_server(options, **kwargs)
-        status = await client.wait_status("ready", "error")  # the one start_session waited for
-        assert status["state"] == "ready", status
+        client = await start_ready(options, **kwargs)
+        started.append(client)
         return client
 
-    return start
+    yield start
+    for client in started:
+        await client.close_session()
 
 
 @pytest.fixture(scope="session")
