@@ -39,6 +39,14 @@ async def window(clients: list[GhostClient], options: dict[str, Any]) -> GhostCl
     return client
 
 
+async def two_windows(clients: list[GhostClient], options: dict[str, Any]) -> tuple[GhostClient, GhostClient, int]:
+    """Two windows with the same settings, the second started once the first is ready, and the
+    pid of the first's vLLM."""
+    first = await window(clients, options)
+    second = await window(clients, options)
+    return first, second, vllm_pid(first)
+
+
 def vllm_pid(client: GhostClient) -> int:
     pid: int = client.statuses[-1]["detail"]["pid"]
     return pid
@@ -66,9 +74,7 @@ def registry(options: dict[str, Any]) -> Registry:
 async def test_a_second_window_joins_the_running_vllm_and_the_last_to_leave_stops_it(
         clients: list[GhostClient]) -> None:
     options = own_scripted_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    pid = vllm_pid(first)
+    first, second, pid = await two_windows(clients, options)
     assert vllm_pid(second) == pid, "the second window started a vLLM of its own"
     assert "Joining the running vLLM" in second.statuses[0]["message"]
     assert second.statuses[-1]["detail"]["shared"] == {"servers": 2, "joined": True}
@@ -158,9 +164,7 @@ async def cli(*args: str) -> str:
 
 async def test_restart_model_in_one_window_restarts_it_for_every_window(clients: list[GhostClient]) -> None:
     options = own_scripted_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    old = vllm_pid(first)
+    first, second, old = await two_windows(clients, options)
     mark = len(second.statuses)
     result = await first.command("vllmGhost.restartModel")
     assert result["state"] == "ready", result
@@ -176,9 +180,7 @@ async def test_restart_model_in_one_window_restarts_it_for_every_window(clients:
 async def test_the_launching_window_killed_leaves_vllm_to_the_others_then_nothing(
         clients: list[GhostClient]) -> None:
     options = own_scripted_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    pid = vllm_pid(first)
+    first, second, pid = await two_windows(clients, options)
     snapshot = tree(first.pid)
     os.kill(first.pid, signal.SIGKILL)
     await asyncio.sleep(1.5)
