@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench import crossfile, faults, gate, gpu_managed, gpu_spec, gpu_typists, quality_model, typing_replay
+from bench.lsp import NotReady, start_session
 from bench.options import dotted_options, server_options
 from bench.report import markdown_table
 from bench.vllm_process import VllmServer, external_options, managed_options
@@ -74,3 +75,10 @@ def test_every_table_row_has_the_headers_columns() -> None:
         assert {line.count("|") for line in lines} == {lines[0].count("|")}, table
     assert "| suffix | skipped: no proposer |" in tables[0]
     assert faults_table.splitlines()[2].startswith("| vLLM killed | yes      | 1.50 s       | 0    | restarted")
+
+
+async def test_a_bench_whose_server_never_gets_ready_stops_with_the_reason() -> None:
+    options = server_options("tiny", model="/tmp/x", vllm={"command": ["/nonexistent/vllm", "serve"]})
+    # NotReady is a SystemExit: the bench ends with this line (exit status 1), not a traceback.
+    with pytest.raises(NotReady, match=r"backend not ready: .*vllm\.command"):
+        await start_session(options, timeout=30, require_ready=True)
