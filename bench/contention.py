@@ -439,16 +439,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not send min_tokens (answers may end early at an end token)")
     parser.add_argument("--agent-lead-s", type=float, default=3.0,
                         help="seconds the agents run before typing starts (and before the agent window)")
-    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py",
-                        help="the file the typists type")
-    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
-    parser.add_argument("--lines", type=int, default=3, help="lines per region")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=32, help="the typists' completion.maxTokens")
-    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
-    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
-    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
-                        help="a language-server setting for the typists, e.g. backend.priority=0")
+    gpu_typists.add_typist_arguments(parser)
 
 
 def main() -> int:

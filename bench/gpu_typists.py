@@ -180,19 +180,25 @@ def table(levels: list[dict[str, Any]]) -> str:
                            "prefix hit", "loop lag p95 ms"), rows)
 
 
+def add_typist_arguments(parser: argparse.ArgumentParser) -> None:
+    """What each typist types and its server's settings (bench/contention.py's typists too)."""
+    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py",
+                        help="the file the typists type")
+    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
+    parser.add_argument("--lines", type=int, default=3, help="lines per region")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=32, help="the typists' completion.maxTokens")
+    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
+    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
+    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
+                        help="a language-server setting for the typists, e.g. backend.priority=0")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state", type=Path, required=True, help="bench/gpu.py serve's state file")
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py")
-    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
-    parser.add_argument("--lines", type=int, default=3, help="lines per region")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=32, help="completion.maxTokens")
-    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
-    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
-    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
-                        help="a language-server setting, e.g. backend.cacheSalt=false")
+    add_typist_arguments(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.server_options = dotted_options(args.server_option)
