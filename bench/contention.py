@@ -63,6 +63,8 @@ import httpx
 from bench import gpu as gpu_bench
 from bench import gpu_typists
 from bench import typing_replay as typing_bench
+from bench.options import dotted_options
+from bench.report import markdown_table
 
 CHAT = "/v1/chat/completions"
 # Continue's agent puts its instructions first: the same for every request (vLLM caches it).
@@ -406,20 +408,21 @@ def table(results: list[dict[str, Any]]) -> str:
     for result in results:
         lines.append(f"model {result['model']}; {result['machine']}; {result['date']}")
         lines.append(f"command: `{result['command']}`")
-    lines += ["", "| config | policy | chunk | phase | typists | agents | pause-to-ghost p50 / p95 ms | shown "
-              "| agent out tok/s | agent TTFT p50 / p95 ms | agent decode tok/s/req p50 | agent req sent/done |",
-              "|" + "---|" * 12]
+    rows = []
     for result in results:
         for config in result["configs"]:
             for phase in config["phases"]:
                 agent = phase.get("agent", {})
-                lines.append(
-                    f"| {config['label']} | {config['policy']} | {config['chunk']} | {phase['phase']} "
-                    f"| {phase.get('users') or phase.get('users_beside', 0)} | {phase['agents']} "
-                    f"| {_pair(phase.get('pause_latency_ms', {}))} | {phase.get('shown', '-')} "
-                    f"| {agent.get('output_tokens_per_s', '-')} | {_pair(agent.get('ttft_ms', {}))} "
-                    f"| {agent.get('decode_tokens_per_s_per_request', {}).get('p50', '-')} "
-                    f"| {agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')} |")
+                rows.append((
+                    config["label"], config["policy"], config["chunk"], phase["phase"],
+                    phase.get("users") or phase.get("users_beside", 0), phase["agents"],
+                    _pair(phase.get("pause_latency_ms", {})), phase.get("shown", "-"),
+                    agent.get("output_tokens_per_s", "-"), _pair(agent.get("ttft_ms", {})),
+                    agent.get("decode_tokens_per_s_per_request", {}).get("p50", "-"),
+                    f"{agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')}"))
+    lines += ["", markdown_table(("config", "policy", "chunk", "phase", "typists", "agents",
+                                  "pause-to-ghost p50 / p95 ms", "shown", "agent out tok/s", "agent TTFT p50 / p95 ms",
+                                  "agent decode tok/s/req p50", "agent req sent/done"), rows)]
     return "\n".join(lines)
 
 
@@ -436,16 +439,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not send min_tokens (answers may end early at an end token)")
     parser.add_argument("--agent-lead-s", type=float, default=3.0,
                         help="seconds the agents run before typing starts (and before the agent window)")
-    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py",
-                        help="the file the typists type")
-    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
-    parser.add_argument("--lines", type=int, default=3, help="lines per region")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=32, help="the typists' completion.maxTokens")
-    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
-    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
-    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
-                        help="a language-server setting for the typists, e.g. backend.priority=0")
+    gpu_typists.add_typist_arguments(parser)
 
 
 def main() -> int:
@@ -470,7 +464,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "table":
         return table_command(args)
-    args.server_options = gpu_typists.server_options(args.server_option)
+    args.server_options = dotted_options(args.server_option)
     return asyncio.run(run_command(args) if args.what == "run" else sweep_command(args))
 
 

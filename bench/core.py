@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.vllm_process import (
     VllmServer,
     example,
@@ -78,15 +78,10 @@ async def direct_requests(server: VllmServer, case: dict[str, str], stop_ids: li
 async def bench(model: Path, runs: int, name: str) -> None:
     case = example(name)
     # 1. Managed: the server starts vLLM itself.
-    client = GhostClient()
-    started = time.monotonic()
-    await client.launch()
     options = managed_options(model)
-    await client.open_session(options)
-    ready = await client.wait_status("ready", "error", timeout=600)
+    started = time.monotonic()
+    client = await start_session(options, timeout=600, require_ready=True)
     startup = time.monotonic() - started
-    if ready["state"] != "ready":
-        raise SystemExit(f"vLLM did not start: {ready['message']}")
     managed = await timed_completions(client, options, case, runs)
     timings = (await client.command("vllmGhost.status"))["detail"].get("timings", {})
     await client.close_session()
@@ -94,12 +89,9 @@ async def bench(model: Path, runs: int, name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_vllm(model, secrets.token_urlsafe(16), Path(tmp) / "vllm.log")
         try:
-            client = GhostClient()
-            await client.launch()
             options = external_options(server)
-            await client.open_session(options)
-            ready = await client.wait_status("ready", "error", timeout=60)
-            stop_ids = ready["detail"].get("stopTokenIds", [])
+            client = await start_session(options, timeout=60)
+            stop_ids = client.statuses[-1]["detail"].get("stopTokenIds", [])
             through: list[float] = []
             direct: list[float] = []
             for _ in range(2):

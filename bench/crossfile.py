@@ -44,7 +44,6 @@ import ast
 import asyncio
 import importlib.util
 import json
-import os
 import random
 import shutil
 import statistics
@@ -57,9 +56,10 @@ from typing import Any
 
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.metrics import read_metric
 from bench.models import model_len
+from bench.options import cpu_vllm, server_options
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
@@ -239,14 +239,10 @@ def options(model: Path, prompt_format: str, sources: list[str] | None) -> dict[
     cross_file: dict[str, Any] = {"enabled": sources is not None}
     if sources is not None:
         cross_file["sources"] = sources
-    return {
-        "model": {"path": str(model), "name": "bench", "promptFormat": prompt_format},
-        "vllm": {"command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"],
-                 "args": ["--enforce-eager", "--dtype", "float32", "--max-model-len", str(model_len(model))],
-                 "env": {"VLLM_CPU_KVCACHE_SPACE": "2"}, "startupTimeoutS": 900},
-        "completion": {"debounceMs": 0, "timeoutMs": 60000, "maxTokens": MAX_TOKENS, "multiline": "never",
-                       "warmPrefixCache": False, "crossFile": cross_file},
-    }
+    return server_options("bench", model=model, prompt_format=prompt_format,
+                          vllm=cpu_vllm(model_len(model), kv_cache_gib=2, startup_timeout_s=900),
+                          debounceMs=0, timeoutMs=60000, maxTokens=MAX_TOKENS, multiline="never",
+                          warmPrefixCache=False, crossFile=cross_file)
 
 
 def prompt_tokens(root: str) -> float:
@@ -363,23 +359,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 tasks += found
             sets[set_name] = pick(tasks, args.limit, args.seed)
         folders = sorted({task.package for tasks in sets.values() for task in tasks})
-        client = GhostClient()
-        await client.launch()
-        first = options(args.model, args.format, CONDITIONS[conditions[0]])
-        await client.initialize_async(types.InitializeParams(
-            capabilities=types.ClientCapabilities(), initialization_options=first, process_id=os.getpid(),
-            workspace_folders=[types.WorkspaceFolder(uri=(workspace / name).as_uri(), name=name)
-                               for name in folders]))
-        client.initialized(types.InitializedParams())
         started = time.monotonic()
-        ready = await client.wait_status("ready", "error", timeout=900)
-        if ready["state"] != "ready":
-            print(f"backend not ready: {ready['message']}", file=sys.stderr)
-            await client.close_session()
-            return 1
+        client = await start_session(options(args.model, args.format, CONDITIONS[conditions[0]]), timeout=900,
+                                     folders=[workspace / name for name in folders], require_ready=True)
         print(f"vLLM ready after {time.monotonic() - started:.0f} s (max-model-len {model_len(args.model)})",
               file=sys.stderr)
-        root = str(ready["detail"]["url"]).removesuffix("/").removesuffix("/v1")
+        root = client.vllm_root()
         results: dict[str, list[Result]] = {name: [] for name in sets}
         try:
             # Conditions take turns per task, so the machine's drift hits them alike.

@@ -25,28 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import markdown_table
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    header = ("fault", "survived", "recovered in", "left", "note")
-    lines = [header]
+    cells = []
     for row in rows:
         recovery = row.get("recovery_s")
-        lines.append((
-            str(row["fault"]),
+        cells.append((
+            row["fault"],
             "yes" if row["survived"] else "NO",
             "-" if recovery is None else f"{float(str(recovery)):.2f} s",
-            str(row.get("left", 0)),
-            str(row.get("note", "")),
+            row.get("left", 0),
+            row.get("note", ""),
         ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-
-    def render(line: tuple[str, ...]) -> str:
-        return " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + " | " + line[-1]
-
-    rule = "-+-".join("-" * width for width in widths) + "-+-" + "-" * 4
-    return "\n".join([render(lines[0]), rule, *(render(line) for line in lines[1:])])
+    return markdown_table(("fault", "survived", "recovered in", "left", "note"), cells, aligned=True)
 
 
 def read(path: Path) -> list[dict[str, object]]:

@@ -52,7 +52,8 @@ from types import ModuleType
 from typing import Any
 
 from bench import humaneval_exec, quality
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
+from bench.options import server_options
 from bench.vllm_process import VllmServer, private_registry, start_vllm, stop_vllm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +66,8 @@ TUNE, HELD_OUT = "Single-line", "Multi-line"
 
 
 def options(server: VllmServer, model: Path, prompt_format: str) -> dict[str, Any]:
-    return {"backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
-            "model": {"name": NAME, "path": str(model), "promptFormat": prompt_format},
-            "completion": {"timeoutMs": 60000, "debounceMs": 0, "warmPrefixCache": False,
-                           "minConfidence": SHOW_ALL}}
+    return server_options(NAME, model=model, prompt_format=prompt_format, url=server.url, api_key=server.api_key,
+                          timeoutMs=60000, debounceMs=0, warmPrefixCache=False, minConfidence=SHOW_ALL)
 
 
 async def ask(client: GhostClient, task: Any, state: Any) -> dict[str, Any]:
@@ -107,13 +106,7 @@ async def run_format(server: VllmServer, model: Path, prompt_format: str, tasks:
                      sessions: int, partial: Path | None) -> list[dict[str, Any]]:
     clients = []
     for _ in range(sessions):
-        client = GhostClient()
-        await client.launch()
-        await client.open_session(options(server, model, prompt_format))
-        status = await client.wait_status("ready", "error", timeout=120)
-        if status["state"] != "ready":
-            raise SystemExit(f"server not ready: {status}")
-        clients.append(client)
+        clients.append(await start_session(options(server, model, prompt_format), timeout=120, require_ready=True))
     queue: asyncio.Queue[Any] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)

@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from bench.report import markdown_table
+
 # Qwen3-Coder-30B-A3B-Instruct's config.json (as published), vocab cut to the carried tokenizer's: its
 # 151,936-row lm_head would read ~0.55 GB more per decoded token (about 0.1 ms at the H200's bandwidth).
 # intermediate_size is unused (every layer is MoE: decoder_sparse_step 1, no mlp_only_layers).
@@ -204,11 +206,9 @@ def direct(args: argparse.Namespace) -> int:
 
 def table(results: dict[str, Any]) -> str:
     """The figures as a markdown table: p50 (min-max) over the repeats, in ms."""
-    lines = ["| figure | p50 ms (min-max, n) |", "|---|---|"]
-    for name, value in results.items():
-        if isinstance(value, dict) and "p50" in value:
-            lines.append(f"| {name} | {value['p50']:.1f} ({value['min']:.1f}-{value['max']:.1f}, {value['n']}) |")
-    return "\n".join(lines)
+    return markdown_table(("figure", "p50 ms (min-max, n)"), [
+        (name, f"{value['p50']:.1f} ({value['min']:.1f}-{value['max']:.1f}, {value['n']})")
+        for name, value in results.items() if isinstance(value, dict) and "p50" in value])
 
 
 def stop(args: argparse.Namespace) -> int:

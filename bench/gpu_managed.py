@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lsp import GhostClient
+from bench.options import server_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,10 +81,10 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         item.split("=", 1) for item in args.env)}
     if args.command:
         vllm["command"] = shlex.split(args.command)
-    return {"backend": {"mode": "managed"},
-            "model": {"path": args.model, "name": args.name, "promptFormat": args.prompt_format},
-            "vllm": vllm, "completion": {"maxTokens": args.max_tokens, "debounceMs": 0, "timeoutMs": 60000},
-            "log": {"level": "info"}}
+    options = server_options(args.name, model=args.model, prompt_format=args.prompt_format, vllm=vllm,
+                             log_level="info", maxTokens=args.max_tokens, debounceMs=0, timeoutMs=60000)
+    options["backend"] = {"mode": "managed"}  # the default, said outright: the result file shows the path measured
+    return options
 
 
 def gpu_processes() -> list[str]:
@@ -144,6 +145,7 @@ async def ready_again(client: GhostClient, before: int, timeout: float) -> dict[
 async def session(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     """Fills `result` as it goes, so a failure late in the session still leaves what was seen."""
     start = time.monotonic()
+    # Its own set-up, not start_session: the lists that stamp each message's time go in before launch.
     client = GhostClient()
     client.statuses = Stamped(start)
     client.progress = Stamped(start)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.gpu import SERVED_NAME, start_vllm
+from bench.report import markdown_table
 from langserver.completion.stages.context import Context
 from langserver.completion.stages.prompt import Sampling, build_prompt
 
@@ -120,18 +121,17 @@ def compare(results: dict[str, Any]) -> None:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| method | split | p50 ms | p95 ms | min-max ms | ms/token | identical |",
-             "|---|---|---|---|---|---|---|"]
+    rows: list[tuple[object, ...]] = []
     for method, result in results.items():
         if "skipped" in result:
-            lines.append(f"| {method} | skipped: {result['skipped'][:80]} | | | | | |")
+            rows.append((method, f"skipped: {result['skipped'][:80]}"))
             continue
         for split in SPLITS:
             row = result[split]
             lat = row["latency_ms"]
-            lines.append(f"| {method} | {split} | {lat['p50']} | {lat['p95']} | {lat['min']}-{lat['max']} | "
-                         f"{row['ms_per_token']} | {result.get('identical_to_none', 'baseline')} |")
-    return "\n".join(lines)
+            rows.append((method, split, lat["p50"], lat["p95"], f"{lat['min']}-{lat['max']}", row["ms_per_token"],
+                         result.get("identical_to_none", "baseline")))
+    return markdown_table(("method", "split", "p50 ms", "p95 ms", "min-max ms", "ms/token", "identical"), rows)
 
 
 def main() -> int:

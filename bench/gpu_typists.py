@@ -37,6 +37,8 @@ from lsprotocol import types
 
 from bench import typing_replay as typing_bench
 from bench.lsp import GhostClient
+from bench.options import dotted_options, merged, server_options
+from bench.report import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINT = "/v1/chat/completions"  # chat-fim, the default prompt format
@@ -45,22 +47,11 @@ TIMING = re.compile(r"(\w+)=([\d.]+)ms")
 
 
 
-def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`extra`'s settings over `base`'s, section by section."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
 def options(state: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    return merged({
-        "backend": {"mode": "external", "url": state["url"] + "/v1", "apiKeyEnv": "VLLM_API_KEY"},
-        "model": {"path": state["model"], "name": state.get("name", "bench")},
-        "completion": {"maxTokens": args.max_tokens, "timeoutMs": 30000, "debounceMs": args.debounce_ms,
-                       "contextTokens": args.context_tokens},
-        "log": {"level": "debug"},
-    }, getattr(args, "server_options", {}))  # bench/contention.py's --server-option
+    return merged(server_options(state.get("name", "bench"), model=state["model"], url=state["url"],
+                                 api_key_env="VLLM_API_KEY", log_level="debug", maxTokens=args.max_tokens,
+                                 timeoutMs=30000, debounceMs=args.debounce_ms, contextTokens=args.context_tokens),
+                  getattr(args, "server_options", {}))  # bench/contention.py's --server-option
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -175,55 +166,43 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def table(levels: list[dict[str, Any]]) -> str:
-    lines = ["| typists | pauses | pause p50/p95 ms | server first token p50/p95 ms | server overhead p50/p95 ms "
-             "| requests | prompt tok (prefilled) | gen tok | tok/s | prefix hit | loop lag p95 ms |",
-             "|" + "---|" * 11]
+    rows = []
     for row in levels:
         pause, first, over = row["pause_latency_ms"], row["server_ms"]["first_token"], row["server_ms"]["overhead"]
         vllm = row["vllm"]
-        lines.append(f"| {row['users']} | {pause.get('n', 0)} | {pause.get('p50', 0)} / {pause.get('p95', 0)} "
-                     f"| {first.get('p50', 0)} / {first.get('p95', 0)} | {over.get('p50', 0)} / {over.get('p95', 0)} "
-                     f"| {vllm['requests']} | {vllm['prompt_tokens']} ({vllm['prefilled_tokens']}) "
-                     f"| {vllm['generated_tokens']} "
-                     f"| {vllm['tokens_per_s']} | {vllm['prefix_hit_rate']:.0%} "
-                     f"| {row['client_loop_lag_ms'].get('p95', 0)} |")
-    return "\n".join(lines)
+        rows.append((row["users"], pause.get("n", 0), f"{pause.get('p50', 0)} / {pause.get('p95', 0)}",
+                     f"{first.get('p50', 0)} / {first.get('p95', 0)}", f"{over.get('p50', 0)} / {over.get('p95', 0)}",
+                     vllm["requests"], f"{vllm['prompt_tokens']} ({vllm['prefilled_tokens']})",
+                     vllm["generated_tokens"], vllm["tokens_per_s"], f"{vllm['prefix_hit_rate']:.0%}",
+                     row["client_loop_lag_ms"].get("p95", 0)))
+    return markdown_table(("typists", "pauses", "pause p50/p95 ms", "server first token p50/p95 ms",
+                           "server overhead p50/p95 ms", "requests", "prompt tok (prefilled)", "gen tok", "tok/s",
+                           "prefix hit", "loop lag p95 ms"), rows)
+
+
+def add_typist_arguments(parser: argparse.ArgumentParser) -> None:
+    """What each typist types and its server's settings (bench/contention.py's typists too)."""
+    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py",
+                        help="the file the typists type")
+    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
+    parser.add_argument("--lines", type=int, default=3, help="lines per region")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=32, help="the typists' completion.maxTokens")
+    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
+    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
+    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
+                        help="a language-server setting for the typists, e.g. backend.priority=0")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state", type=Path, required=True, help="bench/gpu.py serve's state file")
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "_pydecimal.py")
-    parser.add_argument("--regions", type=int, default=3, help="regions each typist types")
-    parser.add_argument("--lines", type=int, default=3, help="lines per region")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=32, help="completion.maxTokens")
-    parser.add_argument("--debounce-ms", type=int, default=-1, help="completion.debounceMs (-1: adaptive)")
-    parser.add_argument("--context-tokens", type=int, default=2048, help="completion.contextTokens")
-    parser.add_argument("--server-option", action="append", default=[], metavar="PATH=JSON",
-                        help="a language-server setting, e.g. backend.cacheSalt=false")
+    add_typist_arguments(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    args.server_options = server_options(args.server_option)
+    args.server_options = dotted_options(args.server_option)
     return asyncio.run(main_async(args))
-
-
-def server_options(items: list[str]) -> dict[str, Any]:
-    """`backend.priority=-10` -> {"backend": {"priority": -10}} (the value is JSON, else a string)."""
-    options: dict[str, Any] = {}
-    for item in items:
-        path, _, raw = item.partition("=")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = options
-        *heads, last = path.split(".")
-        for head in heads:
-            node = node.setdefault(head, {})
-        node[last] = value
-    return options
 
 
 if __name__ == "__main__":

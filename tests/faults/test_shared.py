@@ -17,41 +17,34 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from lsprotocol import types
 
 from bench.lsp import GhostClient
 from bench.vllm_process import group_alive
 from langserver.backend.shared import Member, Registry, SharedState, identity
 from langserver.settings import parse_settings
-from tests.fault_tools import launch, leftovers, managed_scripted_options, record, states, tree, wait_new_status
+from tests import fault_tools
+from tests.fault_tools import leftovers, own_scripted_options, record, states, tree, wait_new_status
 
 pytestmark = pytest.mark.faults
 
 
-def shared_options(**vllm: Any) -> dict[str, Any]:
-    """Settings of their own per test (a unique model path): its servers share with nobody else's."""
-    return managed_scripted_options(model=f"scripted-{uuid.uuid4().hex[:12]}", **vllm)
-
-
-@pytest_asyncio.fixture
-async def clients() -> AsyncIterator[list[GhostClient]]:
-    started: list[GhostClient] = []
-    yield started
-    for client in started:
-        await client.close_session(timeout=10)
-
-
 async def window(clients: list[GhostClient], options: dict[str, Any]) -> GhostClient:
-    client = await launch(options)
-    clients.append(client)
+    client = await fault_tools.window(clients, options)
     assert client.statuses[-1]["state"] == "ready", client.statuses[-1]
     return client
+
+
+async def two_windows(clients: list[GhostClient], options: dict[str, Any]) -> tuple[GhostClient, GhostClient, int]:
+    """Two windows with the same settings, the second started once the first is ready, and the
+    pid of the first's vLLM."""
+    first = await window(clients, options)
+    second = await window(clients, options)
+    return first, second, vllm_pid(first)
 
 
 def vllm_pid(client: GhostClient) -> int:
@@ -80,10 +73,8 @@ def registry(options: dict[str, Any]) -> Registry:
 
 async def test_a_second_window_joins_the_running_vllm_and_the_last_to_leave_stops_it(
         clients: list[GhostClient]) -> None:
-    options = shared_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    pid = vllm_pid(first)
+    options = own_scripted_options()
+    first, second, pid = await two_windows(clients, options)
     assert vllm_pid(second) == pid, "the second window started a vLLM of its own"
     assert "Joining the running vLLM" in second.statuses[0]["message"]
     assert second.statuses[-1]["detail"]["shared"] == {"servers": 2, "joined": True}
@@ -102,7 +93,7 @@ async def test_vllm_waits_out_the_grace_after_the_last_window_so_a_reload_finds_
     # The grace leaves room for the reloaded server to start on a loaded 2-core machine
     # (3 s was not always enough for it to get to joining).
     grace = 8
-    options = shared_options(idleGraceS=grace)
+    options = own_scripted_options(idleGraceS=grace)
     first = await window(clients, options)
     pid = vllm_pid(first)
     await first.close_session()
@@ -117,7 +108,7 @@ async def test_vllm_waits_out_the_grace_after_the_last_window_so_a_reload_finds_
 
 
 async def test_keep_alive_leaves_it_running_for_the_next_window(clients: list[GhostClient]) -> None:
-    options = shared_options(keepAlive=True)
+    options = own_scripted_options(keepAlive=True)
     first = await window(clients, options)
     pid = vllm_pid(first)
     await first.close_session()
@@ -144,7 +135,7 @@ async def test_keep_alive_leaves_it_running_for_the_next_window(clients: list[Gh
 
 async def test_a_supervision_knob_applies_to_the_running_vllm(clients: list[GhostClient]) -> None:
     """Turning on keepAlive (or changing maxRestarts) must not reload the model."""
-    options = shared_options()
+    options = own_scripted_options()
     first = await window(clients, options)
     pid = vllm_pid(first)
     changed = json.loads(json.dumps(options))
@@ -172,10 +163,8 @@ async def cli(*args: str) -> str:
 
 
 async def test_restart_model_in_one_window_restarts_it_for_every_window(clients: list[GhostClient]) -> None:
-    options = shared_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    old = vllm_pid(first)
+    options = own_scripted_options()
+    first, second, old = await two_windows(clients, options)
     mark = len(second.statuses)
     result = await first.command("vllmGhost.restartModel")
     assert result["state"] == "ready", result
@@ -190,10 +179,8 @@ async def test_restart_model_in_one_window_restarts_it_for_every_window(clients:
 
 async def test_the_launching_window_killed_leaves_vllm_to_the_others_then_nothing(
         clients: list[GhostClient]) -> None:
-    options = shared_options()
-    first = await window(clients, options)
-    second = await window(clients, options)
-    pid = vllm_pid(first)
+    options = own_scripted_options()
+    first, second, pid = await two_windows(clients, options)
     snapshot = tree(first.pid)
     os.kill(first.pid, signal.SIGKILL)
     await asyncio.sleep(1.5)
@@ -211,7 +198,7 @@ async def test_the_launching_window_killed_leaves_vllm_to_the_others_then_nothin
 
 
 async def test_a_stale_registration_from_a_dead_keeper_is_recovered(clients: list[GhostClient]) -> None:
-    options = shared_options()
+    options = own_scripted_options()
     stale = registry(options)
     dead = await asyncio.create_subprocess_exec("true")
     await dead.wait()
@@ -227,9 +214,9 @@ async def test_a_stale_registration_from_a_dead_keeper_is_recovered(clients: lis
 
 async def test_other_settings_get_their_own_vllm_and_a_settings_change_frees_the_old_one(
         clients: list[GhostClient]) -> None:
-    options = shared_options()
+    options = own_scripted_options()
     first = await window(clients, options)
-    other = await window(clients, shared_options())
+    other = await window(clients, own_scripted_options())
     assert vllm_pid(other) != vllm_pid(first)
     old = vllm_pid(first)
     moved = json.loads(json.dumps(options))

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import position_of
 from bench.vllm_process import VllmServer
-from tests.conftest import SMALL_CODER
+from tests.conftest import SMALL_CODER, ReadyServer
 from tests.conftest import SMALL_CODER_NAME as NAME
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -27,28 +27,22 @@ def options(server: VllmServer, min_confidence: float) -> dict[str, Any]:
 
 
 async def test_a_threshold_above_the_models_confidence_shows_nothing_and_status_says_why(
-        small_coder: VllmServer) -> None:
-    client = GhostClient()
-    await client.launch()
-    try:
-        # A threshold nothing real falls below: the gate is on, so the server asks for logprobs
-        # (at 0 it asks for none and has no confidence to report), and the answer shows.
-        await client.open_session(options(small_coder, 1e-12))
-        assert (await client.wait_status("ready", "error", timeout=60))["state"] == "ready"
-        text = PREFIX + SUFFIX
-        uri = client.open(text)
-        items = await client.complete(uri, *position_of(text, len(PREFIX)))
-        assert len(items) == 1 and str(items[0].insert_text).strip(), items
-        last = (await client.command("vllmGhost.status"))["detail"]["last"]
-        assert last["shown"] is True and 0 < last["confidence"] < 1 and last["tokens"] >= 1
-        # Just above what the model had: the same completion is now hidden.
-        above = min(1.0, last["confidence"] + 0.01)
-        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-            settings=options(small_coder, above)))
-        other = client.open(text)  # another document: the typing-through cache does not answer
-        assert await client.complete(other, *position_of(text, len(PREFIX))) == []
-        hidden = (await client.command("vllmGhost.status"))["detail"]["last"]
-        assert hidden["shown"] is False and hidden["minConfidence"] == above
-        assert hidden["confidence"] == pytest.approx(last["confidence"], abs=1e-3)
-    finally:
-        await client.close_session()
+        small_coder: VllmServer, ready_server: ReadyServer) -> None:
+    # A threshold nothing real falls below: the gate is on, so the server asks for logprobs
+    # (at 0 it asks for none and has no confidence to report), and the answer shows.
+    client = await ready_server(options(small_coder, 1e-12), timeout=60)
+    text = PREFIX + SUFFIX
+    uri = client.open(text)
+    items = await client.complete(uri, *position_of(text, len(PREFIX)))
+    assert len(items) == 1 and str(items[0].insert_text).strip(), items
+    last = (await client.command("vllmGhost.status"))["detail"]["last"]
+    assert last["shown"] is True and 0 < last["confidence"] < 1 and last["tokens"] >= 1
+    # Just above what the model had: the same completion is now hidden.
+    above = min(1.0, last["confidence"] + 0.01)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings=options(small_coder, above)))
+    other = client.open(text)  # another document: the typing-through cache does not answer
+    assert await client.complete(other, *position_of(text, len(PREFIX))) == []
+    hidden = (await client.command("vllmGhost.status"))["detail"]["last"]
+    assert hidden["shown"] is False and hidden["minConfidence"] == above
+    assert hidden["confidence"] == pytest.approx(last["confidence"], abs=1e-3)

