@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of
+from bench.lsp import position_of
 from bench.vllm_process import VllmServer
-from tests.conftest import SMALL_CODER, SMALL_CODER_NAME
+from tests.conftest import SMALL_CODER, SMALL_CODER_NAME, ReadyServer
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 # Measured with 12 explicit requests on small-coder-v2: 2 or 3 distinct entries every time
@@ -29,32 +29,27 @@ def options(server: VllmServer) -> dict[str, Any]:
                            "alternatives": 3}}
 
 
-async def test_an_explicit_request_offers_distinct_alternatives_and_typing_one(small_coder: VllmServer) -> None:
-    client = GhostClient()
-    await client.launch()
-    try:
-        await client.open_session(options(small_coder))
-        assert (await client.wait_status("ready", "error", timeout=60))["state"] == "ready"
-        text = PREFIX + SUFFIX
-        line, character = position_of(text, len(PREFIX))
-        uri = client.open(text)
-        # Typing first (the explicit request's answer would otherwise be in the typing-through
-        # cache, which answers by text): one item, from the model.
-        typed = await client.complete(uri, line, character)
-        assert len(typed) == 1 and str(typed[0].insert_text).strip(), typed
-        assert (await client.command("vllmGhost.status"))["detail"]["last"].get("explicit") is not True
-        # Then the user asks at the same place.
-        params = client.completion_params(uri, line, character)
-        params.context.trigger_kind = types.InlineCompletionTriggerKind.Invoked
-        result = await client.text_document_inline_completion_async(params)
-        assert isinstance(result, types.InlineCompletionList)
-        texts = [item.insert_text for item in result.items]
-        assert 2 <= len(texts) <= 3, texts
-        assert len(set(texts)) == len(texts), f"duplicates after the clean-up: {texts}"
-        assert all(isinstance(text, str) and text.strip() and "\n" not in text for text in texts), texts
-        assert all(item.command is not None and item.command.command == "vllmGhost.accepted"
-                   for item in result.items)
-        last = (await client.command("vllmGhost.status"))["detail"]["last"]
-        assert last["explicit"] is True and last["alternatives"] == len(texts)
-    finally:
-        await client.close_session()
+async def test_an_explicit_request_offers_distinct_alternatives_and_typing_one(
+        small_coder: VllmServer, ready_server: ReadyServer) -> None:
+    client = await ready_server(options(small_coder), timeout=60)
+    text = PREFIX + SUFFIX
+    line, character = position_of(text, len(PREFIX))
+    uri = client.open(text)
+    # Typing first (the explicit request's answer would otherwise be in the typing-through
+    # cache, which answers by text): one item, from the model.
+    typed = await client.complete(uri, line, character)
+    assert len(typed) == 1 and str(typed[0].insert_text).strip(), typed
+    assert (await client.command("vllmGhost.status"))["detail"]["last"].get("explicit") is not True
+    # Then the user asks at the same place.
+    params = client.completion_params(uri, line, character)
+    params.context.trigger_kind = types.InlineCompletionTriggerKind.Invoked
+    result = await client.text_document_inline_completion_async(params)
+    assert isinstance(result, types.InlineCompletionList)
+    texts = [item.insert_text for item in result.items]
+    assert 2 <= len(texts) <= 3, texts
+    assert len(set(texts)) == len(texts), f"duplicates after the clean-up: {texts}"
+    assert all(isinstance(text, str) and text.strip() and "\n" not in text for text in texts), texts
+    assert all(item.command is not None and item.command.command == "vllmGhost.accepted"
+               for item in result.items)
+    last = (await client.command("vllmGhost.status"))["detail"]["last"]
+    assert last["explicit"] is True and last["alternatives"] == len(texts)
