@@ -18,9 +18,10 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from bench.lsp import GhostClient, position_of, start_session
+from bench.lsp import GhostClient, position_of
 from bench.metrics import read_metric
 from bench.vllm_process import VllmServer, example, external_options
+from tests.conftest import start_ready
 
 pytestmark = pytest.mark.vllm
 
@@ -47,9 +48,7 @@ async def settled_requests(server: VllmServer, timeout: float = 10.0) -> float:
 
 @pytest_asyncio.fixture(scope="module")
 async def client(external_vllm: VllmServer) -> AsyncIterator[GhostClient]:
-    client = await start_session(external_options(external_vllm))
-    status = await client.wait_status("ready", "error")  # the one start_session waited for
-    assert status["state"] == "ready", status
+    client = await start_ready(external_options(external_vllm))
     yield client
     await client.close_session()
 
