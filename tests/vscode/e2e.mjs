@@ -240,6 +240,12 @@ async function explicitAlternatives() {
     const started = Date.now();
     await page.keyboard.press('Alt+Backslash');
     cycle.shown = await ghostOtherThan('', config.ghostTimeoutMs);
+    if (!cycle.shown && cycle.asks === 1) {
+      // Tells a missing key from a missing answer (the test fails on keyFailed either way).
+      cycle.keyFailed = true;
+      await palette('Trigger Inline Suggestion');
+      cycle.shown = await ghostOtherThan('', config.ghostTimeoutMs);
+    }
     note(`explicit request ${cycle.asks}: ghost text after ${Date.now() - started} ms: ${JSON.stringify(cycle.shown)}`);
     if (!cycle.shown) {
       continue;
