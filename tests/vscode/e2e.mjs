@@ -3,7 +3,8 @@
 // VSIX, writes the user settings and the file, and asserts on the JSON this prints last:
 //   node e2e.mjs <config.json>
 // config: {url, folder, file, fileName, line, column, typed, expected, artifacts, settingsFile,
-//          brokenCommand, readyTimeoutMs, ghostTimeoutMs, toolsDir, chromium}
+//          brokenCommand, readyTimeoutMs, ghostTimeoutMs, toolsDir, chromium, cycleLine, cycleColumn,
+//          cycleAsks}
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -210,6 +211,77 @@ async function retrigger(label) {
   await typeAndSeeGhost(label);
 }
 
+/** Wait up to `ms` for ghost text other than `not`; '' when none came. */
+async function ghostOtherThan(not, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const seen = await ghostText();
+    if (seen && seen !== not) {
+      return seen;
+    }
+    await page.waitForTimeout(100);
+  }
+  return '';
+}
+
+/** The user asks (Alt+\, an Invoked request) at config.cycleLine:cycleColumn, sees ghost text,
+ * Alt+] shows another alternative, Tab accepts the one shown; saved and read back from disk. Then
+ * Ctrl+Z and a save undo it (the file as after the first Tab), the cursor back where Ctrl+Z left it. */
+async function explicitAlternatives() {
+  const cycle = { asks: 0 };
+  result.cycle = cycle;
+  await goTo(config.cycleLine, config.cycleColumn);
+  // The tiny model is sure of nearly everything: now and then all its samples are one answer
+  // (one item, Alt+] shows the same). The user dismisses it and asks again, as in tests/emacs/e2e.el.
+  while (cycle.asks < config.cycleAsks) {
+    cycle.asks += 1;
+    await page.keyboard.press('Escape');
+    await page.waitForTimeout(300);
+    const started = Date.now();
+    await page.keyboard.press('Alt+Backslash');
+    cycle.shown = await ghostOtherThan('', config.ghostTimeoutMs);
+    if (!cycle.shown && cycle.asks === 1) {
+      // Tells a missing key from a missing answer (the test fails on keyFailed either way).
+      cycle.keyFailed = true;
+      await palette('Trigger Inline Suggestion');
+      cycle.shown = await ghostOtherThan('', config.ghostTimeoutMs);
+    }
+    note(`explicit request ${cycle.asks}: ghost text after ${Date.now() - started} ms: ${JSON.stringify(cycle.shown)}`);
+    if (!cycle.shown) {
+      continue;
+    }
+    await page.keyboard.press('Alt+BracketRight');
+    cycle.next = await ghostOtherThan(cycle.shown, 5000);
+    note(`Alt+]: ${JSON.stringify(cycle.next)}`);
+    if (cycle.next) {
+      break;
+    }
+  }
+  if (!cycle.next) {
+    await shot('failed-cycle');
+    return;
+  }
+  await shot('ghost-text-alternative');
+  await page.keyboard.press('Tab');
+  await page.waitForFunction(() => document.querySelectorAll('.monaco-editor .ghost-text-decoration').length === 0, null, { timeout: 5000 });
+  await page.keyboard.press('Control+S');
+  const before = readFileSync(config.file, 'utf8');
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && (cycle.saved = readFileSync(config.file, 'utf8')) === before) {
+    await page.waitForTimeout(200);
+  }
+  cycle.tooltip = await tooltipText();
+  note(`tooltip after the alternative's Tab: ${JSON.stringify(cycle.tooltip)}`);
+  await focusEditor();
+  await page.keyboard.press('Control+Z');
+  await page.keyboard.press('Control+S');
+  const restored = Date.now() + 10000;
+  while (Date.now() < restored && readFileSync(config.file, 'utf8') !== before) {
+    await page.waitForTimeout(200);
+  }
+  mark('alternativeAccepted');
+}
+
 try {
   mark('pageOpen');
   await page.goto(`${config.url}/?folder=${encodeURIComponent(config.folder)}`);
@@ -275,6 +347,7 @@ try {
   result.acceptanceTooltip = await tooltipText();
   note(`tooltip after Tab: ${JSON.stringify(result.acceptanceTooltip)}`);
   await focusEditor();
+  await explicitAlternatives();
   // Back to the state before Tab (prefix typed, cursor after it) for the next requests.
   await page.keyboard.press('Control+Z');
   await page.waitForTimeout(200);
