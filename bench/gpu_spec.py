@@ -19,6 +19,7 @@ import json
 import math
 import os
 import secrets
+import signal
 import statistics
 import sys
 import time
@@ -150,14 +151,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     chosen = tasks(args.data, args.per_split)
-    results = {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timed-out call keeps the methods it finished
+    results: dict[str, Any] = {}
     for method in args.methods:
         print(f"method {method}", flush=True)
         results[method] = run_method(method, args, chosen)
-    if "none" in results and "answers" in results["none"]:
-        compare(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+        if "none" in results and "answers" in results["none"]:
+            compare(results)
+        # After each method: on the device machine (H100, 2026-12-06) a call that ran out of time lost all three.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(table({method: results[method]}), flush=True)
     print(table(results), flush=True)
     return 0
 

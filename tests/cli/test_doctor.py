@@ -83,6 +83,8 @@ def test_good_setup_is_all_good(user_dirs: Path, test_model: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert line_of(done.stdout, "vllm").startswith("ok") and "vLLM 0." in done.stdout
     assert line_of(done.stdout, "model").startswith("ok")
+    # vLLM 0.32 leaves the API key out of its compile-cache key: a restart reuses what the first start compiled.
+    assert line_of(done.stdout, "restart").startswith("ok") and "reuses" in line_of(done.stdout, "restart")
     assert not [line for line in done.stdout.splitlines() if line.startswith(("FAIL", "warn"))], done.stdout
     assert done.stdout.strip().splitlines()[-1] == "all good"
 
@@ -124,6 +126,14 @@ def test_hidden_gpus_are_named() -> None:
     finding = doctor.check_gpu(doctor.VllmProbe("0.11", "cuda", None), {"CUDA_VISIBLE_DEVICES": ""})
     assert finding.level == "fail" and "CUDA_VISIBLE_DEVICES" in finding.message
     assert doctor.check_gpu(doctor.VllmProbe("0.32", "cpu"), {}).level == "ok"
+
+
+def test_a_vllm_that_hashes_its_api_key_into_the_compile_cache_key_is_a_warning() -> None:
+    # vLLM 0.26.0 on the H100 (2026-12-06): the same flags, a new key, a new cache directory, 70 s compiled again.
+    finding = doctor.check_compile_cache(doctor.VllmProbe("0.26.0", "cuda", 1, key_in_compile_cache_key=True))
+    assert finding.level == "warn" and "compiles the model again" in finding.message and "Fix:" in finding.message
+    newer = doctor.VllmProbe("0.32.0", "cuda", 1, key_in_compile_cache_key=False)
+    assert doctor.check_compile_cache(newer).level == "ok"
 
 
 def test_no_compiler_is_a_warning_and_the_launch_runs_vllm_uncompiled(
