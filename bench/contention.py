@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import random
-import secrets
 import shlex
 import socket
 import subprocess
@@ -373,7 +372,7 @@ async def sweep_command(args: argparse.Namespace) -> int:
         extra = [*args.vllm_arg, *shlex.split(flags)]
         if args.gpu:
             extra = ["--load-format", "dummy", "--attention-backend", "TRITON_ATTN", *extra]
-        key = secrets.token_urlsafe(16)
+        key = gpu_bench.machine_key()
         log = work / f"vllm-{name}.log"
         started = time.monotonic()
         process, url = gpu_bench.start_vllm(args.model, log, extra, key, env, args.timeout)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -24,7 +25,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,25 @@ def model_dir(target: Path, tokenizer: Path) -> None:
             shutil.copy(tokenizer / name, target / name)
 
 
+KEY_DIR = Path(tempfile.gettempdir()) / "vllm-ghost-bench"
+
+
+def machine_key(directory: Path = KEY_DIR) -> str:
+    """One API key for every vLLM the GPU benchmarks start on a machine (a 0600 file in a 0700 directory
+    that no benchmark returns).
+    vLLM 0.26 hashes VLLM_API_KEY into its torch.compile cache key: with a new key per start, every
+    start of the 30B-A3B shape compiled again for 70-85 s (H100, 2026-12-06), a quarter of a device call."""
+    path = directory / "vllm-key"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(16)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,9 +90,11 @@ def free_port() -> int:
 
 
 def start_vllm(model: Path, log_path: Path, extra: list[str], key: str, env: dict[str, str],
-               timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
+               timeout_s: float, on_spawn: Callable[[subprocess.Popen[bytes], str], None] | None = None,
+               ) -> tuple[subprocess.Popen[bytes], str]:
     """vLLM in its own process session: on the device machine it outlives the call that starts it
-    (the next call finds it by the state file), and its group can be stopped at once."""
+    (the next call finds it by the state file, which `on_spawn` can write before vLLM is ready: a call
+    that runs out while vLLM compiles leaves it usable by the next), and its group can be stopped at once."""
     port = free_port()
     env = {**os.environ, **env, "VLLM_API_KEY": key, "VLLM_SERVER_DEV_MODE": "1"}  # key by environment, never argv
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
@@ -80,6 +104,8 @@ def start_vllm(model: Path, log_path: Path, extra: list[str], key: str, env: dic
     log = log_path.open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    if on_spawn is not None:
+        on_spawn(process, url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -168,7 +194,7 @@ async def bench(url: str, key: str, vocab: int, repeats: int, sizes: list[int], 
 
 # --- commands -------------------------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
-    key = secrets.token_urlsafe(16)
+    key = machine_key()
     gpu = ["--load-format", "dummy", "--attention-backend", args.attention_backend] if args.gpu else []
     quantization = ["--quantization", args.quantization] if args.quantization else []
     extra = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len), *gpu, *quantization,
@@ -176,14 +202,35 @@ def serve(args: argparse.Namespace) -> int:
     env = dict(item.split("=", 1) for item in args.env)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    process, url = start_vllm(args.model, args.log, extra, key, env, args.timeout)
+
+    def write_state(process: subprocess.Popen[bytes], url: str, startup_s: float = -1.0) -> None:
+        args.state.parent.mkdir(parents=True, exist_ok=True)
+        args.state.touch(mode=0o600)
+        args.state.write_text(json.dumps({"url": url, "pgid": process.pid, "key": key, "model": str(args.model),
+                                          "args": extra, "startup_s": round(startup_s, 1)}))
+
+    process, url = start_vllm(args.model, args.log, extra, key, env, args.timeout, on_spawn=write_state)
     startup = time.monotonic() - started
-    args.state.parent.mkdir(parents=True, exist_ok=True)
-    args.state.touch(mode=0o600)
-    args.state.write_text(json.dumps({"url": url, "pgid": process.pid, "key": key, "model": str(args.model),
-                                      "args": extra, "startup_s": round(startup, 1)}))
+    write_state(process, url, startup)
     print(f"vLLM ready at {url} after {startup:.1f} s", flush=True)
     return 0
+
+
+def wait_ready(args: argparse.Namespace) -> int:
+    """A vLLM that `serve` started in an earlier call, until it answers /health (or is gone)."""
+    state = load_state(args.state)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(int(state["pgid"]), 0)
+        except ProcessLookupError:
+            raise SystemExit(f"the vLLM of {args.state} has exited") from None
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(state["url"] + "/health", timeout=2).status_code == 200:
+                print(f"vLLM at {state['url']} is ready", flush=True)
+                return 0
+        time.sleep(1)
+    raise SystemExit(f"vLLM at {state['url']} not ready in {args.timeout:.0f} s")
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -246,13 +293,16 @@ def main() -> int:
     go.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192], help="prompt tokens for the TTFT rows")
     go.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent streams")
     go.add_argument("--tpot-tokens", type=int, default=128)
+    ready = sub.add_parser("wait", help="wait until the served vLLM (an earlier call's) answers")
+    ready.add_argument("--state", type=Path, required=True)
+    ready.add_argument("--timeout", type=float, default=300.0)
     end = sub.add_parser("stop", help="stop the served vLLM")
     end.add_argument("--state", type=Path, required=True)
     args = parser.parse_args()
     if args.what == "model-dir":
         model_dir(args.target, args.tokenizer)
         return 0
-    return {"serve": serve, "direct": direct, "stop": stop}[args.what](args)
+    return {"serve": serve, "direct": direct, "wait": wait_ready, "stop": stop}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import gzip
 import json
 import math
 import os
-import secrets
 import signal
 import statistics
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench.gpu import SERVED_NAME, start_vllm
+from bench.gpu import SERVED_NAME, machine_key, start_vllm
 from bench.report import markdown_table
 from langserver.completion.stages.context import Context
 from langserver.completion.stages.prompt import Sampling, build_prompt
@@ -85,7 +84,7 @@ def run_method(method: str, args: argparse.Namespace, chosen: list[dict[str, Any
     extra = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len), *args.vllm_arg]
     if method != "none":
         extra += ["--speculative-config", json.dumps(DRAFTS[method])]
-    key = secrets.token_urlsafe(16)
+    key = machine_key()
     log = args.logs / f"vllm-spec-{method}.log"
     started = time.monotonic()
     try:

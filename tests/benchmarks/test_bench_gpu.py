@@ -5,12 +5,16 @@ reports what each level of typists saw and cost."""
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from bench.gpu import machine_key
 from bench.vllm_process import MODEL_NAME, VllmServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +58,37 @@ def test_typists_replay_through_real_servers(external_vllm: VllmServer, test_mod
         assert level["server_ms"]["total"]["n"] >= level["users"]
         assert level["vllm"]["requests"] >= level["users"] and level["vllm"]["prompt_tokens"] > 0
     assert "| 2 |" in result.stdout  # the table
+
+
+@pytest.mark.vllm
+def test_a_serve_cut_off_while_vllm_loads_leaves_it_to_the_next_call(test_model: Path, tmp_path: Path) -> None:
+    """On the device machine a call that runs out kills `serve` while vLLM compiles (H100, 2026-12-06: the
+    vLLM lived on, its key died with `serve`, and the next call had to dig the key out of /proc). The state
+    file is written at spawn, so the next call waits for that vLLM and uses it; one key serves every start."""
+    state, log = tmp_path / "g" / "vllm.json", tmp_path / "vllm.log"
+    bench = [sys.executable, "-m", "bench.gpu"]
+    serve = subprocess.Popen([*bench, "serve", "--model", str(test_model), "--state", str(state), "--log", str(log),
+                              "--dtype", "float32", "--max-model-len", "512", "--vllm-arg=--enforce-eager",
+                              "--env", "VLLM_CPU_KVCACHE_SPACE=1"], cwd=ROOT)
+    try:
+        for _ in range(600):
+            if state.is_file() and state.read_text():
+                break
+            time.sleep(0.1)
+        serve.terminate()  # the call's time limit, before vLLM is ready
+        serve.wait(30)
+        assert json.loads(state.read_text())["startup_s"] == -1  # written before ready
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        waited = subprocess.run([*bench, "wait", "--state", str(state), "--timeout", "300"], capture_output=True,
+                                text=True, timeout=320, cwd=ROOT)
+        assert waited.returncode == 0, waited.stderr + log.read_text()[-3000:]
+        saved = json.loads(state.read_text())
+        answer = httpx.post(saved["url"] + "/v1/completions", timeout=60,
+                            headers={"Authorization": f"Bearer {saved['key']}"},
+                            json={"model": "bench", "prompt": "def add(a, b):", "max_tokens": 4})
+        assert answer.status_code == 200 and answer.json()["choices"]
+        assert saved["key"] == machine_key()  # the next start gets the same key: vLLM 0.26 reuses its compilation
+    finally:
+        if state.is_file():
+            subprocess.run([*bench, "stop", "--state", str(state)], timeout=60, cwd=ROOT, check=False)
+    assert not state.exists()
