@@ -4,6 +4,7 @@ adapter (no vLLM errors) and the report has a row per cut."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -30,9 +31,9 @@ def missing() -> str:
 @pytest.mark.skipif(bool(missing()), reason=missing() or "present")
 def test_tabby_agent_answers_the_same_tasks_through_the_adapter(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench-peer"), "--model", str(MODEL), "--data", str(DATA),
+        [str(ROOT / "scripts" / "bench-peer"), "--model", str(MODEL), "--data", str(DATA),
          "--limit", "3", "--splits", "single-line", "--formats", "chat-fim", "--records", str(tmp_path / "r.jsonl")],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=900, check=False, env={**os.environ, "PYTHON": sys.executable},
     )
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert re.search(r"chat-fim: the adapter answered [1-9]\d* completion requests, 0 vLLM errors", run.stderr), \

