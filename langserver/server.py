@@ -113,10 +113,11 @@ class GhostServer(LanguageServer):
 
     def publish_status(self, status: Status) -> None:
         # vLLM prints hundreds of lines while loading (and a download ticks): one such update a
-        # second is plenty. A new step of the load (the warm-up) always goes out.
+        # second is plenty. A new step of the load (a new start-up phase, the warm-up) always goes out.
         now = time.monotonic()
         tick = "line" in status.detail or "download" in status.detail
-        if tick and status.state == "loading" and self._last_status.state == "loading" \
+        same_phase = status.detail.get("phase") == self._last_status.detail.get("phase")
+        if tick and same_phase and status.state == "loading" and self._last_status.state == "loading" \
                 and now - self._last_status_at < 1.0:
             return
         self._last_status, self._last_status_at = status, now

@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import httpx
 
-from langserver.backend import hub
+from langserver.backend import hub, startup
 from langserver.backend.client import Endpoint
 from langserver.backend.diagnosis import Failure, classify
 from langserver.backend.guardian import group_alive
@@ -117,6 +117,7 @@ class ManagedVllm:
         self._follower: asyncio.Task[None] | None = None
         self._stopping = False
         self.started_at = 0.0
+        self.phase = ""  # what vLLM is doing while it starts (startup.py), for the status
         self.ready_after_s: float | None = None
         self.download: Download | None = None  # a hub id vLLM fetches on this start
         self._download_seen = 0.0
@@ -198,6 +199,7 @@ class ManagedVllm:
         self._stopping = False
         self.ready_after_s = None
         self.started_at = time.monotonic()
+        self.phase = ""
         self._security_warnings()
         await self._announce_download()
         state = await self._join_or_launch()
@@ -436,8 +438,11 @@ class ManagedVllm:
         self.diagnosis_lines.append(line)
         self._on_log(line)
         if self.ready_after_s is None and not self._stopping and not self.exited.is_set():
+            self.phase = startup.phase_of(line) or self.phase
             elapsed = time.monotonic() - self.started_at
-            self._status("loading", f"Loading {self.settings.model.name} ({elapsed:.0f} s)", line=line[-200:])
+            phase = f": {self.phase}" if self.phase else ""
+            self._status("loading", f"Loading {self.settings.model.name} ({elapsed:.0f} s){phase}", line=line[-200:],
+                         phase=self.phase)
 
     def _mark_exited(self, code: int | None) -> None:
         if self.exit_code is None:

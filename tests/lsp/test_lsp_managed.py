@@ -65,6 +65,11 @@ async def test_status_goes_from_starting_to_ready_with_progress(session: Session
     # Loading is visible as LSP work-done progress: begin, reports, end.
     kinds = [value.get("kind") for value in client.progress]
     assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
+    # ... and says what vLLM is doing, in its order (a 30B model spends minutes in these).
+    said = [status["message"].split(": ", 1)[1] for status in client.statuses
+            if status["state"] == "loading" and ": " in status["message"] and "Warming up" not in status["message"]]
+    phases = list(dict.fromkeys(said))
+    assert phases.index("reading the weights") < phases.index("starting the API server"), phases
 
 
 @pytest.mark.parametrize("name", [case["name"] for case in EXAMPLES])
