@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 from bench.report import markdown_table
+from langserver.backend.launch import persisted_key
 
 # Qwen3-Coder-30B-A3B-Instruct's config.json (as published), vocab cut to the carried tokenizer's: its
 # 151,936-row lm_head would read ~0.55 GB more per decoded token (about 0.1 ms at the H200's bandwidth).
@@ -72,15 +72,7 @@ def machine_key(directory: Path = KEY_DIR) -> str:
     that no benchmark returns).
     vLLM 0.26 hashes VLLM_API_KEY into its torch.compile cache key: with a new key per start, every
     start of the 30B-A3B shape compiled again for 70-85 s (H100, 2026-12-06), a quarter of a device call."""
-    path = directory / "vllm-key"
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(16)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(key)
-    return key
+    return persisted_key(directory / "vllm-key")
 
 
 def free_port() -> int:
@@ -106,18 +98,23 @@ def start_vllm(model: Path, log_path: Path, extra: list[str], key: str, env: dic
     url = f"http://127.0.0.1:{port}"
     if on_spawn is not None:
         on_spawn(process, url)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    if not healthy(url, lambda: process.poll() is None, timeout_s):
         if process.poll() is not None:
             raise SystemExit(f"vLLM exited with {process.returncode}; see {log_path}")
-        try:
+        os.killpg(process.pid, 15)
+        raise SystemExit(f"vLLM not ready in {timeout_s:.0f} s; see {log_path}")
+    return process, url
+
+
+def healthy(url: str, alive: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether vLLM at `url` answers /health within `timeout_s`; False at once when it is no longer `alive`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
+                return True
         time.sleep(1)
-    os.killpg(process.pid, 15)
-    raise SystemExit(f"vLLM not ready in {timeout_s:.0f} s; see {log_path}")
+    return False
 
 
 async def stream(http: httpx.AsyncClient, url: str, key: str, prompt: list[int], max_tokens: int) -> dict[str, float]:
@@ -219,18 +216,18 @@ def serve(args: argparse.Namespace) -> int:
 def wait_ready(args: argparse.Namespace) -> int:
     """A vLLM that `serve` started in an earlier call, until it answers /health (or is gone)."""
     state = load_state(args.state)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> bool:
         try:
             os.killpg(int(state["pgid"]), 0)
         except ProcessLookupError:
-            raise SystemExit(f"the vLLM of {args.state} has exited") from None
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(state["url"] + "/health", timeout=2).status_code == 200:
-                print(f"vLLM at {state['url']} is ready", flush=True)
-                return 0
-        time.sleep(1)
-    raise SystemExit(f"vLLM at {state['url']} not ready in {args.timeout:.0f} s")
+            return False
+        return True
+
+    if not healthy(state["url"], alive, args.timeout):
+        raise SystemExit(f"the vLLM of {args.state} " + ("is not ready" if alive() else "has exited"))
+    print(f"vLLM at {state['url']} is ready", flush=True)
+    return 0
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -98,9 +98,10 @@ def key_file() -> Path:
     return Path(config) / "vllm-ghost" / "api-key"
 
 
-def persisted_key() -> str:
-    """The persisted key, created on first use; the file is readable by its owner only."""
-    path = key_file()
+def persisted_key(path: Path | None = None) -> str:
+    """The persisted key (in `path`, by default key_file()), created on first use; the file is
+    readable by its owner only."""
+    path = key_file() if path is None else path
     with contextlib.suppress(FileNotFoundError):
         key = path.read_text(encoding="utf-8").strip()
         if key:
