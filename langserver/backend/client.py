@@ -153,6 +153,16 @@ class BackendClient:
             return str(translate(err, self.endpoint))
         return None
 
+    async def prefill(self, tokens: list[int]) -> str | None:
+        """One token after a prompt of exactly these token ids (the completions endpoint takes ids);
+        the problem, if any."""
+        try:
+            await self._openai.completions.create(model=self.endpoint.model, prompt=tokens, max_tokens=1,
+                                                  temperature=0)
+        except openai.OpenAIError as err:
+            return str(translate(err, self.endpoint))
+        return None
+
     async def model_info(self) -> dict[str, Any]:
         """The served model's entry from /v1/models (vLLM adds max_model_len)."""
         try:

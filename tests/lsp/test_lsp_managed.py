@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from lsprotocol import types
@@ -70,6 +71,20 @@ async def test_status_goes_from_starting_to_ready_with_progress(session: Session
             if status["state"] == "loading" and ": " in status["message"] and "Warming up" not in status["message"]]
     phases = list(dict.fromkeys(said))
     assert phases.index("reading the weights") < phases.index("starting the API server"), phases
+    # The warm-up ran prompts of a real completion's size (past 500 tokens) before "ready": on a GPU the
+    # first of each kind compiles kernels for a second or more (WARM_PREFILLS), not the user's first ghost text.
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(ready["detail"]["url"].removesuffix("/v1") + "/metrics")).text
+    assert _requests_over(metrics, 500) >= 2, metrics[-2000:]
+
+
+def _requests_over(metrics: str, tokens: int) -> float:
+    """How many requests vLLM's /metrics counts with more than `tokens` prompt tokens."""
+    def value(name: str, label: str = "") -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith(name) and label in line)
+    return value("vllm:request_prompt_tokens_count") - value("vllm:request_prompt_tokens_bucket",
+                                                            f'le="{float(tokens)}"')
 
 
 @pytest.mark.parametrize("name", [case["name"] for case in EXAMPLES])
