@@ -699,6 +699,22 @@ def _line_share(rows: list[dict[str, Any]], name: str) -> float:
     return 100.0 * sum(row["scores"][name]["lines"][1] for row in rows) / shown if shown else 0.0
 
 
+def _share_interval(rows: list[dict[str, Any]], name: str, other: str, resamples: int = 1000) -> tuple[float, float]:
+    """The paired 95% bootstrap interval (tasks resampled, seeded) of `name`'s line share minus `other`'s."""
+    counts = [(row["scores"][name]["lines"], row["scores"][other]["lines"]) for row in rows]
+    rng = random.Random(SEED)
+    differences = []
+    for _ in range(resamples):
+        picked = [counts[rng.randrange(len(counts))] for _ in counts]
+        shares = []
+        for side in (0, 1):
+            shown = sum(pair[side][0] for pair in picked)
+            shares.append(100.0 * sum(pair[side][1] for pair in picked) / shown if shown else 0.0)
+        differences.append(shares[0] - shares[1])
+    differences.sort()
+    return differences[int(0.025 * resamples)], differences[int(0.975 * resamples) - 1]
+
+
 def _primary(split: str) -> str:
     """The metric a split is judged by: pass@1 where tests exist, exact match elsewhere."""
     return "exact" if split == "repo" else "pass"
@@ -721,7 +737,8 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
     lines = [header, ""]
     head = (f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6}{'cut*':>5}{'err':>4} | "
             f"{'plain p@1/EM':>13} | {'1st line p@1/EM':>15} | {'server p@1/EM':>13} | {'ES':>4} "
-            f"| {'harm':>5} | {'shown':>5} | {'lines%':>6} | {'fixed%':>6} | {'replay=live':>11}")
+            f"| {'harm':>5} | {'shown':>5} | {'lines%':>6} | {'fixed%':>6} | {'difference 95%':>14} "
+            f"| {'replay=live':>11}")
     lines += [head, "-" * len(head)]
     ok = True
     groups = list(iter_groups(results))
@@ -739,21 +756,24 @@ def report(results: list[dict[str, Any]], header: str) -> tuple[str, bool]:
         server = _score(scored, "server", metric)
         best_plain = max(_score(scored, "plain", metric), _score(scored, "plain first line", metric))
         share = _line_share(scored, "server")
-        best_fixed = max(_line_share(scored, name) for name in FIXED_POLICIES)
+        fixed = max(FIXED_POLICIES, key=lambda name: _line_share(scored, name))
+        best_fixed = _line_share(scored, fixed)
+        low, high = _share_interval(scored, "server", fixed) if scored else (0.0, 0.0)
         met = server >= best_plain and harm <= 0.01 * n and share >= best_fixed
         ok = ok and met
         cells = [_cell(scored, name, metric, n) for name in ("plain", "plain first line", "server")]
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{n:>6}{budget:>5}{errors:>4} | {cells[0]:>13} | "
                      f"{cells[1]:>15} | {cells[2]:>13} | {similarity:4.2f} | "
                      f"{_pct(harm, n)} | {_pct(_score(scored, 'server', 'shown'), n)} | "
-                     f"{share:6.1f} | {best_fixed:6.1f} | "
+                     f"{share:6.1f} | {best_fixed:6.1f} | {f'{low:+.1f}..{high:+.1f}':>14} | "
                      f"{_pct(agree, len(scored)):>10}%" + ("" if met else "  <- target not met"))
     lines += ["", "p@1 = pass@1 % (HumanEval tests), EM = exact match %, ES = mean edit similarity of the server's "
               "answer to the reference (1 = equal); cut* = prompts cut by the server's context budget; err = task "
               "errors (counted as failures); harm = % of tasks the plain answer passes (repo: matches) and the "
               "server does not; shown = % of tasks where the server shows something; lines% = % of the lines the "
               "server shows that are lines of the reference, fixed% = the best fixed policy's (never, auto, always, "
-              "2 lines, 3 lines, to blank line; no line confidence); replay=live = % of tasks where "
+              "2 lines, 3 lines, to blank line; no line confidence), difference 95% = the paired bootstrap interval of "
+              "lines% minus fixed% (tasks resampled 1,000 times); replay=live = % of tasks where "
               "the recorded plain stream replayed through pipeline.complete_streaming gives the live answer."]
     steps = step_names()
     lines += ["", "Ablation: the server's answer (replayed) with each clean-up step off: "
