@@ -60,6 +60,7 @@ from bench.lsp import GhostClient, position_of, start_session
 from bench.metrics import read_metric
 from bench.models import model_len
 from bench.options import cpu_vllm, server_options
+from bench.stats import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
@@ -226,14 +227,6 @@ def similarity(prediction: str, answer: str) -> float:
     return 1.0 if longest == 0 else 1 - levenshtein(prediction, answer) / longest
 
 
-def bootstrap(deltas: list[float], rng: random.Random, resamples: int = 2000) -> tuple[float, float]:
-    """95% interval of the mean of paired differences."""
-    if not deltas:
-        return 0.0, 0.0
-    means = sorted(statistics.fmean(rng.choices(deltas, k=len(deltas))) for _ in range(resamples))
-    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
-
-
 # --- the server ----------------------------------------------------------------------------------
 def options(model: Path, prompt_format: str, sources: list[str] | None) -> dict[str, Any]:
     cross_file: dict[str, Any] = {"enabled": sources is not None}
@@ -304,8 +297,8 @@ def report(name: str, tasks: list[Task], results: list[Result], conditions: list
         es = statistics.fmean(r.similarity for r in rows.values())
         common = sorted(set(rows) & set(base))
         if condition != "none" and common:
-            dem = bootstrap([rows[i].exact - base[i].exact for i in common], rng)
-            des = bootstrap([rows[i].similarity - base[i].similarity for i in common], rng)
+            dem = bootstrap([rows[i].exact - base[i].exact for i in common], statistics.fmean, rng)
+            des = bootstrap([rows[i].similarity - base[i].similarity for i in common], statistics.fmean, rng)
             em_delta = f"{em - statistics.fmean(base[i].exact for i in common):+.1%} ({dem[0]:+.1%}, {dem[1]:+.1%})"
             es_delta = (f"{es - statistics.fmean(base[i].similarity for i in common):+.3f} "
                         f"({des[0]:+.3f}, {des[1]:+.3f})")

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from bench.humaneval_exec import execute  # noqa: E402  (after the environment above)
 from bench.models import trained_length  # noqa: E402
 from bench.options import CPU_ARGS, server_options  # noqa: E402
+from bench.stats import bootstrap  # noqa: E402
 from bench.vllm_process import MODEL_NAME as served  # noqa: E402
 from bench.vllm_process import private_registry, start_vllm, stop_vllm  # noqa: E402
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
@@ -699,20 +700,12 @@ def _line_share(rows: list[dict[str, Any]], name: str) -> float:
     return 100.0 * sum(row["scores"][name]["lines"][1] for row in rows) / shown if shown else 0.0
 
 
-def _share_interval(rows: list[dict[str, Any]], name: str, other: str, resamples: int = 1000) -> tuple[float, float]:
+def _share_interval(rows: list[dict[str, Any]], name: str, other: str) -> tuple[float, float]:
     """The paired 95% bootstrap interval (tasks resampled, seeded) of `name`'s line share minus `other`'s."""
-    counts = [(row["scores"][name]["lines"], row["scores"][other]["lines"]) for row in rows]
-    rng = random.Random(SEED)
-    differences = []
-    for _ in range(resamples):
-        picked = [counts[rng.randrange(len(counts))] for _ in counts]
-        shares = []
-        for side in (0, 1):
-            shown = sum(pair[side][0] for pair in picked)
-            shares.append(100.0 * sum(pair[side][1] for pair in picked) / shown if shown else 0.0)
-        differences.append(shares[0] - shares[1])
-    differences.sort()
-    return differences[int(0.025 * resamples)], differences[int(0.975 * resamples) - 1]
+    def difference(picked: Sequence[dict[str, Any]]) -> float:
+        return _line_share(list(picked), name) - _line_share(list(picked), other)
+
+    return bootstrap(rows, difference, random.Random(SEED), resamples=1000)
 
 
 def _primary(split: str) -> str:

@@ -17,6 +17,7 @@ import pytest_asyncio
 from lsprotocol import types
 
 from bench.lsp import GhostClient, position_of, start_session
+from bench.metrics import metric_sum
 from bench.vllm_process import EXAMPLES, example, group_alive, managed_options
 
 pytestmark = pytest.mark.vllm
@@ -80,11 +81,8 @@ async def test_status_goes_from_starting_to_ready_with_progress(session: Session
 
 def _requests_over(metrics: str, tokens: int) -> float:
     """How many requests vLLM's /metrics counts with more than `tokens` prompt tokens."""
-    def value(name: str, label: str = "") -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   if line.startswith(name) and label in line)
-    return value("vllm:request_prompt_tokens_count") - value("vllm:request_prompt_tokens_bucket",
-                                                            f'le="{float(tokens)}"')
+    return metric_sum(metrics, "vllm:request_prompt_tokens_count") - metric_sum(
+        metrics, "vllm:request_prompt_tokens_bucket", f'le="{float(tokens)}"')
 
 
 @pytest.mark.parametrize("name", [case["name"] for case in EXAMPLES])
