@@ -177,10 +177,13 @@ class AgentLoad:
             request.error = f"{type(err).__name__}: {err}"
 
     def figures(self, start: float, end: float) -> dict[str, Any]:
-        """The agents' figures inside [start, end]: output tokens/s, TTFT of the requests sent in it."""
+        """The agents' figures inside [start, end]: output tokens/s, and the TTFT of the requests whose
+        first token came in it (those sent in the lead too: with 30K-100K-token prompts the lead's requests
+        are the ones whose prefill the window holds), and how many sent before its end had none by then."""
         seconds = max(1e-9, end - start)
         tokens = sum(1 for request in self.requests for t in request.token_times if start <= t <= end)
-        ttft = [(r.first - r.sent) * 1000 for r in self.requests if r.first and start <= r.sent <= end]
+        ttft = [(r.first - r.sent) * 1000 for r in self.requests if r.first and start <= r.first <= end]
+        waiting = sum(1 for r in self.requests if r.sent <= end and not (r.first and r.first <= end))
         finished = [r for r in self.requests if r.finished and r.usage_completion]
         decode = [(len(r.token_times) - 1) / (r.token_times[-1] - r.first) for r in finished
                   if len(r.token_times) > 1 and r.token_times[-1] > r.first]
@@ -188,6 +191,7 @@ class AgentLoad:
             "output_tokens_per_s": round(tokens / seconds, 1), "tokens_in_window": tokens,
             "window_s": round(seconds, 1), "requests_sent": len(self.requests),
             "requests_finished": len(finished), "ttft_ms": gpu_typists.percentiles(ttft),
+            "requests_without_first_token": waiting,
             "decode_tokens_per_s_per_request": gpu_typists.percentiles(decode),
             "prompt_tokens": gpu_typists.percentiles([float(r.usage_prompt) for r in finished]),
             "completion_tokens": gpu_typists.percentiles([float(r.usage_completion) for r in finished]),
@@ -418,10 +422,11 @@ def table(results: list[dict[str, Any]]) -> str:
                     _pair(phase.get("pause_latency_ms", {})), phase.get("shown", "-"),
                     agent.get("output_tokens_per_s", "-"), _pair(agent.get("ttft_ms", {})),
                     agent.get("decode_tokens_per_s_per_request", {}).get("p50", "-"),
-                    f"{agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')}"))
+                    f"{agent.get('requests_sent', '-')}/{agent.get('requests_finished', '-')}/"
+                    f"{agent.get('requests_without_first_token', '-')}"))
     lines += ["", markdown_table(("config", "policy", "chunk", "phase", "typists", "agents",
                                   "pause-to-ghost p50 / p95 ms", "shown", "agent out tok/s", "agent TTFT p50 / p95 ms",
-                                  "agent decode tok/s/req p50", "agent req sent/done"), rows)]
+                                  "agent decode tok/s/req p50", "agent req sent/done/no first token"), rows)]
     return "\n".join(lines)
 
 

@@ -43,6 +43,8 @@ def test_contention_run_reports_typists_and_agent_side_by_side(
     for name in ("contended", "agent"):
         agent = phases[name]["agent"]
         assert agent["errors"] == [] and agent["tokens_in_window"] > 0 and agent["ttft_ms"]["n"] >= 1
+        # short prompts: of the requests sent before the window's end, at most the last lacks a first token
+        assert agent["requests_without_first_token"] <= 1 < agent["requests_sent"], agent
         # prompts of about the asked size (Continue's system message adds a little)
         assert 250 <= agent["prompt_tokens"]["p50"] <= 700, agent["prompt_tokens"]
     assert phases["agent"]["seconds"] == pytest.approx(phases["contended"]["seconds"], abs=2)
