@@ -63,7 +63,7 @@ from bench import gpu as gpu_bench
 from bench import gpu_typists
 from bench import typing_replay as typing_bench
 from bench.options import dotted_options
-from bench.report import markdown_table
+from bench.report import gpu_reading, markdown_table
 
 CHAT = "/v1/chat/completions"
 # Continue's agent puts its instructions first: the same for every request (vLLM caches it).
@@ -336,10 +336,7 @@ async def one_configuration(state: dict[str, Any], args: argparse.Namespace, lab
 
 # --- commands ----------------------------------------------------------------------------------
 def provenance(args: argparse.Namespace, model: str) -> dict[str, Any]:
-    gpu = ""
-    with contextlib.suppress(Exception):
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20).stdout.strip()
+    gpu = gpu_reading("name,memory.total")
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{socket.gethostname()} {platform.machine()} {os.cpu_count()} CPUs"
                        + (f", GPU {gpu}" if gpu else ", no GPU"),

@@ -40,7 +40,6 @@ import random
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from bench.humaneval_exec import execute  # noqa: E402  (after the environment above)
 from bench.models import trained_length  # noqa: E402
 from bench.options import CPU_ARGS, server_options  # noqa: E402
+from bench.report import gpu_reading  # noqa: E402
 from bench.stats import bootstrap  # noqa: E402
 from bench.vllm_process import MODEL_NAME as served  # noqa: E402
 from bench.vllm_process import private_registry, start_vllm, stop_vllm  # noqa: E402
@@ -626,16 +626,6 @@ def environment_line(model: Path, backend: str = "vLLM-CPU float32 eager") -> st
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def gpu_name() -> str | None:
-    """The first GPU's name by nvidia-smi, or None without one."""
-    try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                               text=True, timeout=20, check=True).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return names[0].strip() or None
-
-
 def load_cases(args: Any) -> list[Case]:
     """The cases of the chosen splits: read from --cases when that file exists (a run on another machine
     then asks exactly what this one drew: the repo split comes from the installed packages' sources),
@@ -658,11 +648,16 @@ def load_cases(args: Any) -> list[Case]:
     return [case for case in cases if case.split in args.splits]
 
 
+def record_key(record: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What a record answers: (format, split, cut, task)."""
+    return record["format"], record["split"], record["cut"], record["task"]
+
+
 def recorded(path: Path) -> set[tuple[str, str, str, str]]:
-    """(format, split, cut, task) of the records in `path` that did not fail."""
+    """The keys of the records in `path` that did not fail."""
     if not path.exists():
         return set()
-    return {(r["format"], r["split"], r["cut"], r["task"]) for r in read_records(path) if not r.get("error")}
+    return {record_key(r) for r in read_records(path) if not r.get("error")}
 
 
 def external_endpoint(args: Any) -> Endpoint | None:
@@ -850,7 +845,7 @@ def main(args: Any) -> int:
         print(f"{len(cases)} cases x {len(formats)} formats ({len(done)} recorded before); records -> "
               f"{records_path}", file=sys.stderr)
         completion = json.loads(args.completion) if args.completion else {}
-        gpu = gpu_name()
+        gpu = gpu_reading().split("\n")[0]
         backend = ("vLLM-CPU float32 eager" if external is None
                    else f"vLLM on {gpu}" if gpu else f"the vLLM at {external.base_url}")
         asyncio.run(generate(model, cases, formats, records_path, completion, records_path.with_suffix(".vllm.log"),
@@ -859,9 +854,8 @@ def main(args: Any) -> int:
         return 0
     records = read_records(records_path)
     if args.resume:  # a retried task's earlier failure is not counted twice
-        ok_keys = {(r["format"], r["split"], r["cut"], r["task"]) for r in records if not r.get("error")}
-        records = [r for r in records if not r.get("error") or (r["format"], r["split"], r["cut"], r["task"])
-                   not in ok_keys]
+        ok_keys = {record_key(r) for r in records if not r.get("error")}
+        records = [r for r in records if not r.get("error") or record_key(r) not in ok_keys]
     started = time.monotonic()
     results = evaluate_all(records, args.jobs)
     generated = sorted({str(r["generated"]) for r in records if r.get("generated")})

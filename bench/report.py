@@ -1,9 +1,19 @@
 """The benchmarks' result tables: one Markdown table printer, so that every bench prints rows
-that paste into docs/benchmarks.md alike."""
+that paste into docs/benchmarks.md alike; and the GPU reading a result's machine line names."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable, Sequence
+
+
+def gpu_reading(fields: str = "name") -> str:
+    """nvidia-smi's `--query-gpu=FIELDS` (one line a GPU), or "" without a GPU or nvidia-smi."""
+    try:
+        return subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]], aligned: bool = False) -> str:
