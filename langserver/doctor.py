@@ -213,17 +213,19 @@ def check_gpu(probe: VllmProbe | None, env: Mapping[str, str]) -> Finding:
 
 def check_compile_cache(probe: VllmProbe | None, args: tuple[str, ...] | list[str] = ()) -> Finding:
     """vLLM compiles the model at its first start and keeps the result for the next ones, under a key that
-    some vLLM versions derive from the API key too: the server gives every start a new key, so there every
-    start compiles again (H100, vLLM 0.26.0, the Qwen3-Coder-30B-A3B shape: 70 s of a 162 s start, and
-    the restart compiled again) and the key is written into the cache's cache_key_factors.json."""
+    some vLLM versions derive from the API key too: each server process has its own key, so there the first
+    start of each editor session compiles again (H100, vLLM 0.26.0, the Qwen3-Coder-30B-A3B shape: 70 s of a
+    162 s start) and the key is written into the cache's cache_key_factors.json. A Restart Model keeps the
+    key (launch.process_key)."""
     if "--enforce-eager" in args:
         return Finding("restart", "ok", "nothing to recompile: vllm.args has --enforce-eager")
     if probe is None or probe.key_in_compile_cache_key is None:
         return Finding("restart", "ok", "not checked (this vLLM does not list its compile-cache factors)")
     if probe.key_in_compile_cache_key:
         return Finding("restart", "warn", f"vLLM {probe.version} puts its API key into the torch.compile cache "
-                       "key: every start compiles the model again (a minute or more) and writes the key under "
-                       "~/.cache/vllm/torch_compile_cache. Fix: a newer vLLM (0.32 leaves the key out).")
+                       "key: each editor session's first start compiles the model again (a minute or more) and "
+                       "writes the key under ~/.cache/vllm/torch_compile_cache. Fix: a newer vLLM (0.32 leaves "
+                       "the key out).")
     return Finding("restart", "ok", f"vLLM {probe.version} reuses its torch.compile cache from one start to the next")
 
 

@@ -1,12 +1,13 @@
 """The vLLM launch: its command line, port, key and environment (what doctor checks, too).
 
-vLLM binds 127.0.0.1 unless asked; a random key per launch goes by environment
+vLLM binds 127.0.0.1 unless asked; a random key, one per server process, goes by environment
 (VLLM_API_KEY), never argv; a fixed port keeps a persisted key so Continue's
 config stays valid."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import ipaddress
 import os
@@ -98,6 +99,15 @@ def key_file() -> Path:
     return Path(config) / "vllm-ghost" / "api-key"
 
 
+@functools.cache
+def process_key() -> str:
+    """This server's key for the vLLM it starts on a free port, kept in memory only. One key for the
+    process, not one per launch: vLLM 0.26 hashes VLLM_API_KEY into its torch.compile cache key, so a
+    new key made Restart Model (and the supervisor's restart after a crash) compile the model again, 67 s
+    of a 30B model's start on an H100."""
+    return secrets.token_urlsafe(32)
+
+
 def persisted_key(path: Path | None = None) -> str:
     """The persisted key (in `path`, by default key_file()), created on first use; the file is
     readable by its owner only."""
@@ -146,8 +156,8 @@ def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
     vllm = settings.vllm
     port = vllm.port or free_port(vllm.host)
     # A fixed port is for sharing (Continue's config.yaml points at it): keep the key
-    # too, so that config stays valid across restarts. Otherwise a new key per launch.
-    key = api_key or (persisted_key() if vllm.port else secrets.token_urlsafe(32))
+    # too, so that config stays valid across restarts. Otherwise one key per server process.
+    key = api_key or (persisted_key() if vllm.port else process_key())
     args, _ = strip_secret_flags(vllm.args)
     env = {**os.environ, **PRIVATE_ENV, **vllm.env, "VLLM_API_KEY": key}
     argv = [

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from langserver.backend.launch import build_launch, key_file
 from langserver.settings import parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +31,17 @@ def test_fixed_port_keeps_one_key_in_a_private_file() -> None:
     assert first.env["VLLM_API_KEY"] == first.api_key
 
 
-def test_free_port_gets_a_new_key_each_launch_and_writes_no_file() -> None:
+def test_free_port_keeps_one_key_per_server_process_and_writes_no_file() -> None:
+    """A restart with a new key compiled a 30B model again on vLLM 0.26 (the key is in its compile-cache
+    key); another server process still gets a key of its own."""
     settings, _ = parse_settings({"vllm": {"port": 0}})
-    assert build_launch(settings).api_key != build_launch(settings).api_key
+    first = build_launch(settings)
+    assert build_launch(settings).api_key == first.api_key
+    assert first.api_key not in " ".join(first.argv)
+    other = subprocess.run(
+        [sys.executable, "-c", "from langserver.backend.launch import build_launch\n"
+         "from langserver.settings import parse_settings\n"
+         "print(build_launch(parse_settings({'vllm': {'port': 0}})[0]).api_key)"],
+        capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert other and other != first.api_key
     assert not key_file().exists()
