@@ -142,12 +142,15 @@ def scheduling_policy(vllm: VllmSettings) -> str:
 
 
 def scheduling_flags(vllm: VllmSettings) -> list[str]:
-    """vllm.schedulingPolicy and vllm.maxNumBatchedTokens as flags, unless vllm.args sets them."""
+    """vllm.schedulingPolicy, vllm.maxNumBatchedTokens and vllm.longPrefillTokenThreshold as flags,
+    unless vllm.args sets them."""
     flags: list[str] = []
     if flag_value(vllm.args, "--scheduling-policy") is None:
         flags += ["--scheduling-policy", vllm.scheduling_policy]
-    if vllm.max_num_batched_tokens and flag_value(vllm.args, "--max-num-batched-tokens") is None:
-        flags += ["--max-num-batched-tokens", str(vllm.max_num_batched_tokens)]
+    for flag, value in (("--max-num-batched-tokens", vllm.max_num_batched_tokens),
+                        ("--long-prefill-token-threshold", vllm.long_prefill_token_threshold)):
+        if value and flag_value(vllm.args, flag) is None:
+            flags += [flag, str(value)]
     return flags
 
 

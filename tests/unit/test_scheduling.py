@@ -33,15 +33,19 @@ def test_managed_vllm_schedules_by_priority_by_default() -> None:
     assert not problems
     assert flag(argv, "--scheduling-policy") == ["priority"]
     assert flag(argv, "--max-num-batched-tokens") == []  # vLLM's own default unless set
+    # An agent's long prompt takes at most 2,048 tokens of a step: a completion gets the rest of it.
+    assert flag(argv, "--long-prefill-token-threshold") == ["2048"]
     assert managed_fields(settings).fields == {"priority": -10}
 
 
 def test_scheduling_settings_reach_the_command_line() -> None:
-    settings, problems = parse_settings({"vllm": {"schedulingPolicy": "fcfs", "maxNumBatchedTokens": 2048}})
+    settings, problems = parse_settings({"vllm": {"schedulingPolicy": "fcfs", "maxNumBatchedTokens": 2048,
+                                                  "longPrefillTokenThreshold": 0}})
     argv = build_launch(settings).argv
     assert not problems
     assert flag(argv, "--scheduling-policy") == ["fcfs"]
     assert flag(argv, "--max-num-batched-tokens") == ["2048"]
+    assert "--long-prefill-token-threshold" not in argv  # 0: vLLM's own (no cap)
     # A FCFS vLLM orders by arrival: the server says why it sends no priority.
     fields = managed_fields(settings)
     assert fields.fields == {}
@@ -50,11 +54,13 @@ def test_scheduling_settings_reach_the_command_line() -> None:
 
 @pytest.mark.parametrize("args", [["--scheduling-policy", "fcfs"], ["--scheduling-policy=fcfs"]])
 def test_a_flag_in_vllm_args_wins_over_the_setting(args: list[str]) -> None:
-    settings, _ = parse_settings({"vllm": {"args": [*args, "--max-num-batched-tokens", "512"],
+    settings, _ = parse_settings({"vllm": {"args": [*args, "--max-num-batched-tokens", "512",
+                                                    "--long-prefill-token-threshold=256"],
                                            "maxNumBatchedTokens": 4096}})
     argv = build_launch(settings).argv
     assert "priority" not in argv  # not given twice: vLLM would take the last
     assert flag(argv, "--max-num-batched-tokens") == ["512"]
+    assert flag(argv, "--long-prefill-token-threshold") == [] and "--long-prefill-token-threshold=256" in argv
     assert scheduling_policy(settings.vllm) == "fcfs"
     assert managed_fields(settings).fields == {}
 
@@ -69,6 +75,7 @@ def test_priority_zero_sends_none() -> None:
     ({"backend": {"cacheSalt": "yes"}}, "vllmGhost.backend.cacheSalt"),
     ({"vllm": {"schedulingPolicy": "lifo"}}, "vllmGhost.vllm.schedulingPolicy"),
     ({"vllm": {"maxNumBatchedTokens": -1}}, "vllmGhost.vllm.maxNumBatchedTokens"),
+    ({"vllm": {"longPrefillTokenThreshold": "2k"}}, "vllmGhost.vllm.longPrefillTokenThreshold"),
 ])
 def test_bad_values_fall_back_naming_the_key(raw: dict[str, dict[str, object]], key: str) -> None:
     settings, problems = parse_settings(raw)
