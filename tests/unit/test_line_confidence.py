@@ -1,7 +1,8 @@
 """The confidence multi-line policy (`completion.lineConfidence`, multiline.keep_sure_lines):
 a block ends before the first statement after its first line that the model was unsure of;
 a block it is sure of stays whole; lines are never cut in the middle, nor a later statement
-inside its brackets; the lines inside the first line's own brackets are judged one by one."""
+inside its brackets; the lines inside the first line's own brackets (or the bracket the cursor
+is in, or its comment) are judged one by one, each together with the first line."""
 
 from __future__ import annotations
 
@@ -73,6 +74,36 @@ def test_the_first_statement_is_judged_line_by_line() -> None:
     scored = statement_confidence(stream(text), text, FUNC)
     assert scored is not None and [offset for offset, _ in scored] == [
         text.index("        values"), text.index("    )"), text.index("    return")]
+
+
+def test_the_first_statement_is_as_sure_as_its_first_line() -> None:
+    # Given a wrong first line the model is sure of what it writes inside it (`self,` after
+    # `def __init__(`): the lines of the first line's statement are judged with the first line.
+    text = "total = sum(\n        values,\n    )"
+    unsure_head = (*stream("", "total = sum("), *stream("\n        values,\n    )"))
+    assert keep_sure_lines(text, unsure_head, FUNC, 0.3) == "total = sum("
+    assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text  # a sure one stays whole
+
+
+CALL = Context("result = compute(\n    first,\n    ", "\n)\n", "python")
+
+
+def test_the_next_item_of_an_open_list_is_judged_with_the_first() -> None:
+    # The cursor is in the arguments an earlier line opened: each line is the next item of
+    # one statement, not a statement of its own.
+    text = "second,\n    third,"
+    unsure_first = (*stream("", "second,"), *stream("\n    third,"))
+    assert keep_sure_lines(text, unsure_first, CALL, 0.3) == "second,"
+    assert keep_sure_lines(text, stream(text), CALL, 0.3) == text
+    scored = statement_confidence(stream(text), text, CALL)
+    assert scored is not None and [offset for offset, _ in scored] == [text.index("    third")]
+
+
+def test_a_comment_is_judged_with_its_first_line() -> None:
+    text = "# add them up\n    # one by one\n    total = sum(values)"
+    unsure_first = (*stream("", "# add them up"), *stream(text[len("# add them up"):]))
+    assert keep_sure_lines(text, unsure_first, FUNC, 0.3) == "# add them up"
+    assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text
 
 
 def test_without_log_probabilities_nothing_is_cut() -> None:
