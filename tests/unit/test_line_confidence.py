@@ -2,7 +2,8 @@
 a block ends before the first statement after its first line that the model was unsure of;
 a block it is sure of stays whole; lines are never cut in the middle, nor a later statement
 inside its brackets; the lines inside the first line's own brackets (or the bracket the cursor
-is in, or its comment) are judged one by one, each together with the first line."""
+is in, or its comment) are judged one by one, each together with the first line; a line that
+dedents to where the suffix's next line stands ends the block."""
 
 from __future__ import annotations
 
@@ -104,6 +105,26 @@ def test_a_comment_is_judged_with_its_first_line() -> None:
     unsure_first = (*stream("", "# add them up"), *stream(text[len("# add them up"):]))
     assert keep_sure_lines(text, unsure_first, FUNC, 0.3) == "# add them up"
     assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text
+
+
+LOOP = Context("def f(values):\n    for v in values:\n        if v < 0:\n            ", "\n    return True\n", "python")
+
+
+def test_a_line_that_dedents_to_the_suffix_s_next_line_ends_the_block() -> None:
+    # `return True` stands at 4 columns after the cursor: a sure `return False` there is a
+    # second version of it, not more of the block.
+    text = "return False\n    return False"
+    unsure = stream("return False", "\n    return False", logprob=-0.35)  # 0.25: above 0.2, below 0.3
+    assert keep_sure_lines(text, unsure, LOOP, 0.2) == "return False"
+    assert keep_sure_lines(text, stream(text), LOOP, 0.2) == text  # a sure one (a scripted block) stays
+    # The suffix goes on deeper than the dedented line, or has no code after it: the block goes on.
+    inner = "return False\n        else:\n            continue"
+    deeper = Context(LOOP.prefix, "\n            v = -v\n    return True\n", "python")
+    inner_unsure = stream("return False", inner[len("return False"):], logprob=-0.45)  # 0.26
+    assert keep_sure_lines(inner, inner_unsure, deeper, 0.2) == inner
+    end = Context(LOOP.prefix, "\n", "python")
+    assert keep_sure_lines(text, unsure, end, 0.2) == text
+    assert keep_sure_lines(text, unsure, LOOP, 0) == text  # the line confidence off: off too
 
 
 def test_without_log_probabilities_nothing_is_cut() -> None:

@@ -36,6 +36,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from langserver.completion.postprocess.dedent import DEDENT_CONFIDENCE, dedents_to_suffix
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
@@ -261,11 +262,13 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
 def keep_sure_lines(text: str, parts: Sequence[Delta], context: Context, threshold: float) -> str:
     """`text` up to the first unit after the first line whose probability is below `threshold`
     (statement_confidence): whole lines only, never inside a later statement's brackets or
-    strings. Unchanged when the threshold is 0, the text is one line, or the answer came
-    without log probabilities."""
+    strings; and before a unit that dedents to where the suffix's next line already stands,
+    unless its probability is at least DEDENT_CONFIDENCE (dedent.py). Unchanged when the
+    threshold is 0, the text is one line, or the answer came without log probabilities."""
     if threshold <= 0 or "\n" not in text:
         return text
     for offset, probability in statement_confidence(parts, text, context) or ():
-        if probability < threshold:
+        unsure = probability < threshold
+        if unsure or (probability < DEDENT_CONFIDENCE and dedents_to_suffix(text[offset:].split("\n", 1)[0], context)):
             return text[:offset].rstrip()
     return text
