@@ -1,7 +1,9 @@
 """The confidence multi-line policy (`completion.lineConfidence`, multiline.keep_sure_lines):
 a block ends before the first statement after its first line that the model was unsure of;
 a block it is sure of stays whole; lines are never cut in the middle, nor a later statement
-inside its brackets; the lines inside the first line's own brackets are judged one by one."""
+inside its brackets; the lines inside the first line's own brackets (or the bracket the cursor
+is in, or its comment) are judged one by one, each together with the first line; a line that
+dedents to where the suffix's next line stands ends the block."""
 
 from __future__ import annotations
 
@@ -73,6 +75,56 @@ def test_the_first_statement_is_judged_line_by_line() -> None:
     scored = statement_confidence(stream(text), text, FUNC)
     assert scored is not None and [offset for offset, _ in scored] == [
         text.index("        values"), text.index("    )"), text.index("    return")]
+
+
+def test_the_first_statement_is_as_sure_as_its_first_line() -> None:
+    # Given a wrong first line the model is sure of what it writes inside it (`self,` after
+    # `def __init__(`): the lines of the first line's statement are judged with the first line.
+    text = "total = sum(\n        values,\n    )"
+    unsure_head = (*stream("", "total = sum("), *stream("\n        values,\n    )"))
+    assert keep_sure_lines(text, unsure_head, FUNC, 0.3) == "total = sum("
+    assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text  # a sure one stays whole
+
+
+CALL = Context("result = compute(\n    first,\n    ", "\n)\n", "python")
+
+
+def test_the_next_item_of_an_open_list_is_judged_with_the_first() -> None:
+    # The cursor is in the arguments an earlier line opened: each line is the next item of
+    # one statement, not a statement of its own.
+    text = "second,\n    third,"
+    unsure_first = (*stream("", "second,"), *stream("\n    third,"))
+    assert keep_sure_lines(text, unsure_first, CALL, 0.3) == "second,"
+    assert keep_sure_lines(text, stream(text), CALL, 0.3) == text
+    scored = statement_confidence(stream(text), text, CALL)
+    assert scored is not None and [offset for offset, _ in scored] == [text.index("    third")]
+
+
+def test_a_comment_is_judged_with_its_first_line() -> None:
+    text = "# add them up\n    # one by one\n    total = sum(values)"
+    unsure_first = (*stream("", "# add them up"), *stream(text[len("# add them up"):]))
+    assert keep_sure_lines(text, unsure_first, FUNC, 0.3) == "# add them up"
+    assert keep_sure_lines(text, stream(text), FUNC, 0.3) == text
+
+
+LOOP = Context("def f(values):\n    for v in values:\n        if v < 0:\n            ", "\n    return True\n", "python")
+
+
+def test_a_line_that_dedents_to_the_suffix_s_next_line_ends_the_block() -> None:
+    # `return True` stands at 4 columns after the cursor: a sure `return False` there is a
+    # second version of it, not more of the block.
+    text = "return False\n    return False"
+    unsure = stream("return False", "\n    return False", logprob=-0.35)  # 0.25: above 0.2, below 0.3
+    assert keep_sure_lines(text, unsure, LOOP, 0.2) == "return False"
+    assert keep_sure_lines(text, stream(text), LOOP, 0.2) == text  # a sure one (a scripted block) stays
+    # The suffix goes on deeper than the dedented line, or has no code after it: the block goes on.
+    inner = "return False\n        else:\n            continue"
+    deeper = Context(LOOP.prefix, "\n            v = -v\n    return True\n", "python")
+    inner_unsure = stream("return False", inner[len("return False"):], logprob=-0.45)  # 0.26
+    assert keep_sure_lines(inner, inner_unsure, deeper, 0.2) == inner
+    end = Context(LOOP.prefix, "\n", "python")
+    assert keep_sure_lines(text, unsure, end, 0.2) == text
+    assert keep_sure_lines(text, unsure, LOOP, 0) == text  # the line confidence off: off too
 
 
 def test_without_log_probabilities_nothing_is_cut() -> None:

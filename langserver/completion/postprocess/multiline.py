@@ -21,9 +21,11 @@ would cut it anyway.
 Within the block, `keep_sure_lines` (`completion.lineConfidence`) ends it
 earlier: before the first statement after the first line that the model was
 unsure of, by the log probabilities of its tokens (the lines that continue the
-first line's own statement, inside its brackets or string, are judged one by one). A small model is often right
-about the line at the cursor and wrong about the lines it adds after it; where
-it is sure of them (a right block, or a scripted one), the block stays whole.
+first line's own statement, inside its brackets or string, in the bracket the
+cursor is in, or in the comment it starts, are judged one by one, each together
+with the first line). A small model is often right about the line at the cursor
+and wrong about the lines it adds after it; where it is sure of them (a right
+block, or a scripted one), the block stays whole.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import math
 import re
 from collections.abc import Sequence
 
+from langserver.completion.postprocess.dedent import DEDENT_CONFIDENCE, dedents_to_suffix
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
-from langserver.completion.postprocess.syntax import continuation_lines, imbalance, scan
+from langserver.completion.postprocess.syntax import ScanState, continuation_lines, imbalance, scan, starts_comment
 from langserver.completion.stages.confidence import Delta, token_spans
 from langserver.completion.stages.context import Context
 
@@ -194,17 +197,34 @@ def _line_places(raw: str, text: str) -> list[tuple[int, int, int]] | None:
     return places
 
 
+@functools.lru_cache(maxsize=64)
+def cursor_brackets(context: Context) -> ScanState:
+    """The brackets open at the cursor: the whole prefix's (the cursor may sit in a call's
+    arguments or a signature's parameters that an earlier line opened), or the cursor line's
+    alone when the prefix scan ends inside a string (a prefix cut inside a docstring reads
+    its quotes the wrong way round)."""
+    state = scan(context.prefix, context.language)
+    if state.quote:
+        return scan(context.line_prefix, context.language)
+    return state
+
+
 def statement_confidence(parts: Sequence[Delta], text: str, context: Context) -> list[tuple[int, float]] | None:
-    """(offset in `text`, probability) of each unit after the first line: the product of the
-    probabilities of its tokens, from the end of the unit before it (its line break and
-    indentation say whether the model wanted another line at all) to the end of its last line.
-    A unit is a statement (a line outside brackets and strings and the continuation lines after
-    it), except in the first line's own statement: there each line is one. A first line that
-    opens a bracket or a string (`def f(`, `raise Error(`, a docstring) is the part the model
-    was sure of; what it wrote inside (parameters, arguments, prose) is as unsure as any later
-    line, and cutting there shows what `never` shows. Later statements stay whole: a block is
-    never cut inside them. None without log probabilities, or when the shown lines are not in
-    the raw answer."""
+    """(offset in `text`, probability) of each unit after the first line. A unit is a statement
+    (a line outside brackets and strings and the continuation lines after it), except in the
+    first line's own statement: there each line is one. A later statement's probability is the
+    product of the probabilities of its tokens, from the end of the unit before it (its line
+    break and indentation say whether the model wanted another line at all) to the end of its
+    last line; a block is never cut inside it.
+
+    A line of the first line's own statement is judged together with the first line: the
+    product runs from the start of the answer. That statement is the first line's open bracket
+    or string (`def __init__(` then `self,`, `raise Error(`, a docstring), the bracket the
+    cursor is in (the next argument or parameter of a list an earlier line opened), or a
+    comment the first line starts. Given a wrong first line the model is sure of what comes
+    inside it (`self,` after `def __init__(`); the whole of it is as sure as its first line,
+    and cutting there shows what `never` shows. None without log probabilities, or when the
+    shown lines are not in the raw answer."""
     spans = token_spans(parts)
     if not spans:
         return None
@@ -212,24 +232,28 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
     if not places:
         return None
     lines = text.split("\n")
-    inside = continuation_lines(text, context.language, scan(context.line_prefix, context.language))
+    start = cursor_brackets(context)
+    inside = continuation_lines(text, context.language, ScanState(stack=list(start.stack), quote=start.quote))
+    comment = starts_comment(context.line_prefix + lines[places[0][0]], context.language)
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line) + 1)
-    # Group the non-blank lines into units: (first line index, raw start, raw end).
-    statements: list[list[int]] = []
+    # Group the non-blank lines into units:
+    # (first line index, raw start, raw end, continues the first line's statement)
+    statements: list[tuple[int, int, int, bool]] = []
     in_first = True  # still in the first line's statement: one unit a line
-    for index, start, end in places:
-        opens = bool(index) and not inside[index]
+    for index, begin, end in places:
+        opens = bool(index) and not inside[index] and not (comment and in_first
+                                                              and starts_comment(lines[index], context.language))
         if statements and opens:
             in_first = False
         if not statements or opens or in_first:
-            statements.append([index, start, end])
+            statements.append((index, begin, end, in_first and bool(statements)))
         else:
-            statements[-1][2] = end
+            statements[-1] = (*statements[-1][:2], end, statements[-1][3])
     result: list[tuple[int, float]] = []
-    for previous, (index, _, end) in itertools.pairwise(statements):
-        low = previous[2]
+    for previous, (index, _, end, continues) in itertools.pairwise(statements):
+        low = 0 if continues else previous[2]
         logprob = sum(lp for s, e, lp in spans if e > low and s < end)
         result.append((offsets[index], math.exp(logprob)))
     return result
@@ -238,11 +262,13 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
 def keep_sure_lines(text: str, parts: Sequence[Delta], context: Context, threshold: float) -> str:
     """`text` up to the first unit after the first line whose probability is below `threshold`
     (statement_confidence): whole lines only, never inside a later statement's brackets or
-    strings. Unchanged when the threshold is 0, the text is one line, or the answer came
-    without log probabilities."""
+    strings; and before a unit that dedents to where the suffix's next line already stands,
+    unless its probability is at least DEDENT_CONFIDENCE (dedent.py). Unchanged when the
+    threshold is 0, the text is one line, or the answer came without log probabilities."""
     if threshold <= 0 or "\n" not in text:
         return text
     for offset, probability in statement_confidence(parts, text, context) or ():
-        if probability < threshold:
+        unsure = probability < threshold
+        if unsure or (probability < DEDENT_CONFIDENCE and dedents_to_suffix(text[offset:].split("\n", 1)[0], context)):
             return text[:offset].rstrip()
     return text

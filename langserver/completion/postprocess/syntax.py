@@ -99,6 +99,14 @@ def _is_quote_start(text: str, index: int, language: str) -> bool:
     return True
 
 
+def starts_comment(line: str, language: str = "") -> bool:
+    """Does the line (indentation aside) start with a line comment of the language?"""
+    stripped = line.lstrip()
+    if language in _HASH_COMMENT or not language:
+        return stripped.startswith("#")
+    return stripped.startswith("//")
+
+
 def imbalance(text: str, language: str = "") -> int:
     """How far the text is from balanced: unmatched closers + open brackets + an open string."""
     state = scan(text, language)
