@@ -171,11 +171,6 @@ def token_count(value: str | None) -> int | None:
         return int(float(value[:-1] if scale > 1 else value) * scale)
     except ValueError:
         return None
-    scale = {"k": 1000, "m": 1_000_000}.get(value[-1].lower(), 1)
-    try:
-        return int(float(value[:-1] if scale > 1 else value) * scale)
-    except ValueError:
-        return None
 
 
 def build_launch(settings: Settings, api_key: str | None = None) -> Launch:
