@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from langserver.backend.launch import flag_value as flag_value  # the fit reads and the tests check the same flags
+from langserver.backend.launch import token_count
 from langserver.backend.shared import Registry, identity, runtime_dir
 from langserver.settings import ModelSettings, Settings
 
@@ -352,7 +353,8 @@ def _sized(result: Plan, args: tuple[str, ...], reading: Reading, fp8_kv: bool) 
         memory = _memory_for(gpu, args)
     tokens = context_fits(shape, memory, fp8_kv)
     user_len = flag_value(args, "--max-model-len")
-    wanted = int(user_len) if user_len and user_len.isdigit() else None
+    # vLLM reads `32k`/`32K` too; a value the fit cannot read (`auto`) is still the user's.
+    wanted = token_count(user_len)
     need = wanted or MIN_CONTEXT
     if tokens < need:
         fix = _what_to_change(shape, gpu, memory, fp8_kv, wanted, result.preset)
@@ -362,7 +364,7 @@ def _sized(result: Plan, args: tuple[str, ...], reading: Reading, fp8_kv: bool) 
             f"{gib(OVERHEAD_BYTES)} for vLLM need more than the {gib(max(memory, 0))} it may use. {fix}")
     added: list[str] = []
     length = wanted
-    if wanted is None:
+    if user_len is None:
         length = min(shape.max_position, TARGET_CONTEXT, tokens // 1024 * 1024)
         added += ["--max-model-len", str(length)]
     if user_utilization is None:

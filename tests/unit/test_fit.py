@@ -112,6 +112,13 @@ def test_flags_the_user_set_are_left_alone(tmp_path: Path) -> None:
     assert result.fits is True  # 0.5 x 80 GB still holds the 30B model
 
 
+@pytest.mark.parametrize(("value", "tokens"), [("32k", 32_000), ("32K", 32_768), ("auto", None)])
+def test_a_context_length_written_as_vllm_reads_it_is_the_users(tmp_path: Path, value: str, tokens: int | None) -> None:
+    result, args = decide(tmp_path, "h100-80gb.csv", vllm__args=["--max-model-len", value])
+    assert args.count("--max-model-len") == 1 and fit.flag_value(args, "--max-model-len") == value
+    assert result.max_model_len == tokens and result.fits is True
+
+
 def test_cuda_visible_devices_picks_the_card_that_is_sized(tmp_path: Path) -> None:
     first, _ = decide(tmp_path, "two-gpus.csv")
     second, _ = decide(tmp_path, "two-gpus.csv", vllm__env={
