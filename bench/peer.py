@@ -2,6 +2,7 @@
 
 Usage: scripts/bench-peer --model DIR [--data DIR] [--limit N] [--repo-lines N]
                           [--formats chat-fim,raw-fim] [--splits single-line,...] [--records FILE]
+                          [--ours RESULTS.json]
 
 tabby-agent talks to a Tabby server (`GET/POST /v1/health`, `POST /v1/completions` with
 `{language, segments: {prefix, suffix, ...}}`, answered `{id, choices: [{index, text}]}`).
@@ -21,14 +22,20 @@ ghost text. tabby-agent aborts a completion when the next one starts, so tasks g
 The tasks are those of `scripts/bench-quality --model` with the same --limit/--repo-lines
 (quality_model.py draws them, seeded), judged by the same Judge: pass@1, exact match, shown,
 and the share of shown lines that are lines of the reference.
+
+`--ours` puts this project's answers on the same tasks beside the peer's: the per-task file
+`scripts/bench-quality --model ... --json` writes (its `replay` column when it replayed recorded
+streams, else `server`), with the paired 95% interval of each difference over the tasks both ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -44,6 +52,7 @@ import httpx
 
 from bench import quality_model
 from bench.models import trained_length
+from bench.stats import bootstrap
 from langserver.backend.request import STOP_TOKENS
 from langserver.completion.stages.context import Context
 from langserver.completion.stages.prompt import Sampling, build_prompt
@@ -235,6 +244,51 @@ def score(records: list[dict[str, Any]], cases: list[quality_model.Case]) -> lis
     return results
 
 
+Pair = tuple[dict[str, Any], dict[str, Any]]  # (our scores, the peer's) on one task
+
+
+def side_by_side(results: list[dict[str, Any]], ours_file: Path) -> str:
+    """Our answers (bench-quality's per-task JSON) against the peer's on the tasks both ran: per
+    format, split and cursor, the primary metric (pass@1; repo: exact match) and the share of shown
+    lines that are reference lines, each with the paired 95% interval of ours minus the peer's."""
+    ours: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in json.loads(ours_file.read_text()):
+        scores = row.get("scores") or {}
+        picked = scores.get("replay") or scores.get("server")
+        if picked:
+            ours[(row["format"], row["split"], row["cut"], row["task"])] = picked
+    groups: dict[tuple[str, str, str], list[Pair]] = {}
+    for peer in results:
+        key = (peer["format"], peer["split"], peer["cut"])
+        if (*key, peer["task"]) in ours:
+            groups.setdefault(key, []).append((ours[(*key, peer["task"])], peer))
+    lines = [f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6} | {'ours':>6} {'peer':>6} {'95% diff':>15} | "
+             f"{'ours':>6} {'peer':>6} {'95% diff':>15}", f"{'':<36} | {'pass@1 % (repo: exact match %)':^29} | "
+             f"{'% of shown lines in the reference':^29}"]
+    rng = random.Random(13)
+    for (prompt_format, split, cut), pairs in sorted(groups.items()):
+        metric = "exact" if split == "repo" else "pass"
+        low, high = bootstrap(pairs, functools.partial(_rate_gap, metric=metric), rng, resamples=1000)
+        share_low, share_high = bootstrap(pairs, lambda p: _share(p, 0) - _share(p, 1), rng, resamples=1000)
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{len(pairs):>6} | {_rate(pairs, 0, metric):6.1f} "
+                     f"{_rate(pairs, 1, metric):6.1f} {f'{low:+.1f}..{high:+.1f}':>15} | {_share(pairs, 0):6.2f} "
+                     f"{_share(pairs, 1):6.2f} {f'{share_low:+.2f}..{share_high:+.2f}':>15}")
+    return "\n".join(lines)
+
+
+def _rate(pairs: Sequence[Pair], side: int, metric: str) -> float:
+    return 100 * sum(bool(pair[side][metric]) for pair in pairs) / len(pairs)
+
+
+def _rate_gap(pairs: Sequence[Pair], metric: str) -> float:
+    return _rate(pairs, 0, metric) - _rate(pairs, 1, metric)
+
+
+def _share(pairs: Sequence[Pair], side: int) -> float:
+    shown = sum(pair[side]["lines"][0] for pair in pairs)
+    return 100 * sum(pair[side]["lines"][1] for pair in pairs) / shown if shown else 0.0
+
+
 def report(results: list[dict[str, Any]], header: str) -> str:
     lines = [header, "", f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6} | {'p@1':>5} | {'EM':>5} | "
              f"{'shown':>5} | {'lines%':>6} | err"]
@@ -288,6 +342,7 @@ def main() -> int:
     parser.add_argument("--formats", default="chat-fim,raw-fim")
     parser.add_argument("--splits", default="single-line,multi-line,random-span,own-span,repo")
     parser.add_argument("--records", type=Path, help="peer answers (JSON lines); an existing file is scored again")
+    parser.add_argument("--ours", type=Path, help="bench-quality --json results on the same tasks, set beside the peer")
     args = parser.parse_args()
     args.model = args.model.resolve()
     missing = quality_model.model_missing(args.model, args.data)
@@ -306,6 +361,9 @@ def main() -> int:
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     results = score(records, cases)
     print(report(results, f"tabby-agent 1.5.0 (LSP) on {quality_model.environment_line(args.model)}"))
+    if args.ours:
+        print(f"\nvllm-ghost ({args.ours.name}) against tabby-agent 1.5.0, the tasks both ran\n")
+        print(side_by_side(results, args.ours))
     return 0
 
 
