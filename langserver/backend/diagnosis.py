@@ -26,6 +26,11 @@ class Diagnosis:
     permanent: bool
 
 _RULES: list[tuple[str, str, bool]] = [
+    # A download, the compile cache or a log that filled the disk: first, since the same log often
+    # goes on to say a file was not found.
+    (r"No space left on device",
+     "The disk is full (No space left on device): free space where the model and vLLM's caches go "
+     "(HF_HUB_CACHE, ~/.cache) and run 'vLLM Ghost: Restart Model'.", True),
     (r"cannot start .*: No such file|No such file or directory: '(vllm|python)",
      "The vLLM command was not found: install vLLM (pip install vllm) "
      "or set vllmGhost.vllm.command.", True),

@@ -4,12 +4,15 @@ vLLM downloads a hub id itself on its first start, tens of GB for the large pres
 little while it does. The server says the size before (huggingface_hub's model_info with file
 metadata, when the hub answers; "size unknown" offline) and the bytes in the cache during it.
 The size question goes to the hub only for a model that is about to be downloaded from it anyway.
+When the size is known and the cache's disk cannot hold the rest of it, the start stops there
+(`lacks_room`): vLLM would otherwise fail minutes into the download with a bare OSError.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -85,6 +88,34 @@ def downloaded_bytes(repo_id: str, env: Mapping[str, str]) -> int:
         except OSError:
             continue
     return total
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system that holds `path`, or would hold it (its nearest existing
+    parent: the hub cache may not exist yet); None when that cannot be read."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def lacks_room(repo_id: str, size: int | None, env: Mapping[str, str]) -> str | None:
+    """A sentence naming the shortfall and the fix when the hub cache's disk cannot hold the rest
+    of `repo_id`'s download (`size` bytes, partial files counted as fetched); None when it can,
+    or when the size or the free space is unknown (then vLLM is left to try)."""
+    if size is None:
+        return None
+    where = hub_cache(env)
+    free = free_bytes(where)
+    remaining = size - downloaded_bytes(repo_id, env)
+    if free is None or free >= remaining:
+        return None
+    return (f"{repo_id} needs {size_text(remaining)} more in {where}, whose disk has {size_text(free)} free: "
+            "free space there or set HF_HUB_CACHE in vllmGhost.vllm.env to a disk with room, then run "
+            "'vLLM Ghost: Restart Model'.")
 
 
 def size_text(size: int | None) -> str:

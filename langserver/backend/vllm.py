@@ -120,6 +120,7 @@ class ManagedVllm:
         self.phase = ""  # what vLLM is doing while it starts (startup.py), for the status
         self.ready_after_s: float | None = None
         self.download: Download | None = None  # a hub id vLLM fetches on this start
+        self._no_room: str | None = None  # why that download cannot fit the disk, if it cannot
         self._download_seen = 0.0
 
     @property
@@ -176,6 +177,8 @@ class ManagedVllm:
         if shutil.which(program, path=vllm.env.get("PATH", os.environ.get("PATH"))) is None:
             return Failure(f"The vLLM command {vllm.command[0]!r} was not found: install vLLM "
                            "(pip install vllm) or set vllmGhost.vllm.command.", permanent=True)
+        if self._no_room is not None:  # permanent: freeing the disk is the user's step, then Restart Model
+            return Failure(self._no_room, permanent=True)
         path = self.settings.model.path
         if _looks_local(path) and not Path(path).expanduser().exists():
             # Not a failure yet: vllm.command may run vLLM elsewhere (a container, ssh),
@@ -253,11 +256,13 @@ class ManagedVllm:
     async def _announce_download(self) -> None:
         """A hub id not in the cache yet: say how much vLLM is about to download (before it does)."""
         path, env = self.settings.model.path, {**os.environ, **self.settings.vllm.env}
+        self._no_room = None
         if not hub.is_hub_id(path) or hub.is_cached(path, env):
             self.download = None
             return
         size = await asyncio.to_thread(hub.download_size, path, env)
         self.download = Download(path, size, hub.downloaded_bytes(path, env))
+        self._no_room = hub.lacks_room(path, size, env)
         where = hub.hub_cache(env)
         self._on_log(f"{path} is not downloaded yet: vLLM downloads it from the Hugging Face hub into {where} "
                      f"({hub.size_text(size)}) before loading it")

@@ -104,7 +104,15 @@ CAPTURED_CPU_WHEEL_SCRIPT = [
 ]
 
 
+REPORTED_DISK_FULL = [
+    "(APIServer pid=2211) INFO 12-06 16:40:12 [weight_utils.py:484] Using model weights format ['*.safetensors']",
+    "OSError: [Errno 28] No space left on device",
+    "OSError: /root/.cache/huggingface/hub/models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8 does not exist",
+]
+
+
 @pytest.mark.parametrize(("lines", "says"), [
+    (REPORTED_DISK_FULL, "disk is full"),
     (CAPTURED_MISSING_MODEL, "model was not found"),
     (CAPTURED_GPU_INCOMPLETE_VLLM, "installation is incomplete"),
     (CAPTURED_GPU_NO_FLASHINFER, "installation is incomplete"),
