@@ -14,6 +14,7 @@ from langserver.backend.request import Delta, PromptRequest
 from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
 from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines, replace_chars
 from langserver.completion.postprocess.policy import Policy
+from langserver.completion.postprocess.repeats import duplicates_suffix
 from langserver.completion.stages.confidence import score
 from langserver.completion.stages.context import Budget, Context, RepoContext, build_context
 from langserver.completion.stages.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
@@ -117,12 +118,19 @@ def make_warm_prompt(context: Context, settings: Settings) -> PromptRequest:
     return warm_prompt(context, settings.model.prompt_format)
 
 
-def keep_sure(completion: Completion, parts: tuple[Delta, ...], context: Context, threshold: float) -> Completion:
-    """The multi-line answer up to the first statement the model was unsure of (multiline.py)."""
+def keep_sure(completion: Completion, parts: tuple[Delta, ...], context: Context,
+              threshold: float) -> Completion | None:
+    """The multi-line answer up to the first statement the model was unsure of (multiline.py);
+    None when what is left only repeats the code after the cursor. The clean-up drops such a
+    copy, but it judged the whole block, whose later lines made it more than a copy: cut to
+    `headers=headers,` above a `headers=headers,` line, it would show the line below again."""
     text = keep_sure_lines(completion.text, parts, context, threshold)
     if text == completion.text:
         return completion
-    return dataclasses.replace(completion, text=text, replace_chars=replace_chars(text, context))
+    replace = replace_chars(text, context)
+    if not replace and duplicates_suffix(text, context):
+        return None
+    return dataclasses.replace(completion, text=text, replace_chars=replace)
 
 
 async def complete(request: Request, settings: Settings, generate: Generate,
@@ -159,6 +167,7 @@ async def complete_streaming(request: Request, settings: Settings, open_stream: 
     result = clean(answer.text, context, policy, steps)
     if result is not None:
         result = keep_sure(result, answer.parts, context, settings.completion.line_confidence)
+    if result is not None:
         result = dataclasses.replace(result, confidence=score(answer.parts, answer.finish_reason, result.text))
     timings.mark("cleanup")
     return result

@@ -15,6 +15,7 @@ import pytest
 
 from langserver.backend.request import Delta, PromptRequest
 from langserver.completion import pipeline
+from langserver.completion.postprocess import Completion
 from langserver.completion.postprocess.multiline import keep_sure_lines, statement_confidence
 from langserver.completion.stages.context import Context
 from langserver.settings import parse_settings
@@ -170,6 +171,31 @@ def test_the_server_path_cuts_an_unsure_tail() -> None:
     completion = asyncio.run(pipeline.complete_streaming(request, settings, open_stream))
     assert completion is not None and completion.text == "for v in values:\n        total += v"
     assert completion.confidence is not None  # scored on what is shown
+
+
+def test_a_block_cut_to_a_copy_of_the_line_below_shows_nothing() -> None:
+    """The model writes the line that follows the cursor, then lines it is unsure of: the whole
+    block was more than a copy, what the cut leaves is not (httpx/_client.py in the repo split)."""
+    settings, _ = parse_settings({"completion": {"lineConfidence": 0.3, "minConfidence": 0}})
+    document = ("def send(self, url, headers):\n    return self.request(\n        url=url,\n        \n"
+                "        headers=headers,\n    )\n")
+    offset = document.index("        \n") + 8
+
+    def answer(sure: str, unsure: str) -> Completion | None:
+        async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
+            for delta in stream(sure, unsure):
+                yield delta
+
+        request = pipeline.Request(text=document, offset=offset, language="python")
+        return asyncio.run(pipeline.complete_streaming(request, settings, open_stream))
+
+    assert answer("headers=headers,", "\n        cookies=cookies,") is None
+    # A sure block that starts with that line stays: the model means the lines after it.
+    sure = answer("headers=headers,\n        cookies=cookies,", "")
+    assert sure is not None and sure.text == "headers=headers,\n        cookies=cookies,"
+    # A cut that leaves a line of its own is shown.
+    own = answer("timeout=timeout,", "\n        cookies=cookies,")
+    assert own is not None and own.text == "timeout=timeout,"
 
 
 def test_bad_setting_falls_back_with_its_name() -> None:
