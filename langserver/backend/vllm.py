@@ -266,7 +266,8 @@ class ManagedVllm:
         where = hub.hub_cache(env)
         self._on_log(f"{path} is not downloaded yet: vLLM downloads it from the Hugging Face hub into {where} "
                      f"({hub.size_text(size)}) before loading it")
-        self._status("starting", f"Downloading {path} ({hub.size_text(size)})", download=self.download.to_wire(0))
+        if self._no_room is None:  # else the start stops at once (_preflight) and says why
+            self._status("starting", f"Downloading {path} ({hub.size_text(size)})", download=self.download.to_wire(0))
 
     def _report_download(self) -> None:
         """Bytes in the hub cache, once a second while vLLM downloads (its own progress bars are not lines)."""

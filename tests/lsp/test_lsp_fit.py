@@ -133,6 +133,7 @@ async def test_a_download_the_disk_cannot_hold_stops_before_vllm_starts_and_says
     assert "Qwen/Qwen2.5-Coder-7B needs 1000000.0 GB more in" in status["message"], status
     assert "HF_HUB_CACHE" in status["message"] and "Restart Model" in status["message"]
     assert not record.exists()
+    assert not [s for s in client.statuses if s["message"].startswith("Downloading")], client.statuses
 
 
 def test_usage_statistics_are_off_unless_vllm_env_says_otherwise() -> None:
