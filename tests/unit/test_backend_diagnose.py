@@ -107,7 +107,7 @@ CAPTURED_CPU_WHEEL_SCRIPT = [
 REPORTED_DISK_FULL = [
     "(APIServer pid=2211) INFO 12-06 16:40:12 [weight_utils.py:484] Using model weights format ['*.safetensors']",
     "OSError: [Errno 28] No space left on device",
-    "OSError: /root/.cache/huggingface/hub/models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8 does not exist",
+    "OSError: /home/you/.cache/huggingface/hub/models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8 does not exist",
 ]
 
 
