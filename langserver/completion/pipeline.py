@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from langserver.backend.request import Delta, PromptRequest
-from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete
-from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines, replace_chars
+from langserver.completion.postprocess import STEPS, Completion, Step, clean, is_complete, shown
+from langserver.completion.postprocess.multiline import allows_multiline, keep_sure_lines
 from langserver.completion.postprocess.policy import Policy
-from langserver.completion.postprocess.repeats import duplicates_suffix
 from langserver.completion.stages.confidence import score
 from langserver.completion.stages.context import Budget, Context, RepoContext, build_context
 from langserver.completion.stages.prompt import TEMPLATE_TOKENS, Sampling, build_prompt, warm_prompt
@@ -127,10 +126,8 @@ def keep_sure(completion: Completion, parts: tuple[Delta, ...], context: Context
     text = keep_sure_lines(completion.text, parts, context, threshold)
     if text == completion.text:
         return completion
-    replace = replace_chars(text, context)
-    if not replace and duplicates_suffix(text, context):
-        return None
-    return dataclasses.replace(completion, text=text, replace_chars=replace)
+    cut = shown(text, context)
+    return None if cut is None else dataclasses.replace(completion, text=cut.text, replace_chars=cut.replace_chars)
 
 
 async def complete(request: Request, settings: Settings, generate: Generate,

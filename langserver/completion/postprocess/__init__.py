@@ -44,7 +44,7 @@ from langserver.completion.stages.context import Context
 
 __all__ = [
     "STEPS", "Completion", "Policy", "Step", "clean", "cut_repetition", "is_complete", "limit_lines",
-    "normalize_indentation", "step_names", "strip_fence", "strip_leading_newlines", "strip_special_tokens",
+    "normalize_indentation", "shown", "step_names", "strip_fence", "strip_leading_newlines", "strip_special_tokens",
     "strip_trailing_whitespace", "strip_typed_prefix", "trim_suffix_overlap", "trim_to_parsing",
 ]
 
@@ -72,9 +72,15 @@ def clean(raw: str, context: Context, policy: Policy | None = None,
     text = raw
     for step in steps:
         text = step(text, context, policy)
+    return shown(text, context)
+
+
+def shown(text: str, context: Context) -> Completion | None:
+    """What the editor shows for cleaned `text`: None when it is empty or all it would add is a
+    second copy of the code after the cursor."""
     if not text.strip():
         return None
     replace = replace_chars(text, context)
     if not replace and duplicates_suffix(text, context):
-        return None  # all it would add is a second copy of the code after the cursor
+        return None
     return Completion(text=text, replace_chars=replace)
