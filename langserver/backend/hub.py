@@ -102,15 +102,15 @@ def free_bytes(path: Path) -> int | None:
     return None
 
 
-def lacks_room(repo_id: str, size: int | None, env: Mapping[str, str]) -> str | None:
+def lacks_room(repo_id: str, size: int | None, fetched: int, env: Mapping[str, str]) -> str | None:
     """A sentence naming the shortfall and the fix when the hub cache's disk cannot hold the rest
-    of `repo_id`'s download (`size` bytes, partial files counted as fetched); None when it can,
-    or when the size or the free space is unknown (then vLLM is left to try)."""
+    of `repo_id`'s download (`size` bytes, `fetched` of them in the cache already: downloaded_bytes);
+    None when it can, or when the size or the free space is unknown (then vLLM is left to try)."""
     if size is None:
         return None
     where = hub_cache(env)
     free = free_bytes(where)
-    remaining = size - downloaded_bytes(repo_id, env)
+    remaining = size - fetched
     if free is None or free >= remaining:
         return None
     return (f"{repo_id} needs {size_text(remaining)} more in {where}, whose disk has {size_text(free)} free: "

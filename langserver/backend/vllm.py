@@ -262,7 +262,7 @@ class ManagedVllm:
             return
         size = await asyncio.to_thread(hub.download_size, path, env)
         self.download = Download(path, size, hub.downloaded_bytes(path, env))
-        self._no_room = hub.lacks_room(path, size, env)
+        self._no_room = hub.lacks_room(path, size, self.download.before, env)
         where = hub.hub_cache(env)
         self._on_log(f"{path} is not downloaded yet: vLLM downloads it from the Hugging Face hub into {where} "
                      f"({hub.size_text(size)}) before loading it")
