@@ -3,7 +3,8 @@ a block ends before the first statement after its first line that the model was 
 a block it is sure of stays whole; lines are never cut in the middle, nor a later statement
 inside its brackets; the lines inside the first line's own brackets (or the bracket the cursor
 is in, or its comment) are judged one by one, each together with the first line; a line that
-dedents to where the suffix's next line stands ends the block."""
+dedents to where the suffix's next line stands ends the block; where the cursor's block goes on
+below it, a later line must be surer."""
 
 from __future__ import annotations
 
@@ -44,12 +45,36 @@ def test_the_block_ends_before_the_first_unsure_statement() -> None:
     assert keep_sure_lines(text, parts, FUNC, 0.3) == sure
 
 
+# The cursor's block ends at the cursor: nothing below it but the end of the function.
+END = Context("def f(values):\n    total = 0\n    ", "\n", "python")
+
+
 def test_the_first_line_is_always_kept_and_the_threshold_decides() -> None:
     text = "total += 1\n    return total"
     unsure = stream("", text, logprob=-0.2)  # the second line: 4 tokens (break, indent, word, space, word)
-    assert keep_sure_lines(text, unsure, FUNC, 0.9) == "total += 1"
-    assert keep_sure_lines(text, unsure, FUNC, 0.01) == text
-    assert keep_sure_lines(text, unsure, FUNC, 0) == text  # 0 = off
+    assert keep_sure_lines(text, unsure, END, 0.9) == "total += 1"
+    assert keep_sure_lines(text, unsure, END, 0.01) == text
+    assert keep_sure_lines(text, unsure, END, 0) == text  # 0 = off
+
+
+def test_inside_code_a_later_line_must_be_surer() -> None:
+    # FUNC's `return total` goes on below the cursor: a line the model gives 0.37 stays at the
+    # end of a block and is cut inside code, even with a low threshold; a certain one stays.
+    text = "total += 1\n    total *= 2"
+    unsure = stream("total += 1", text[len("total += 1"):], logprob=-0.2)
+    assert keep_sure_lines(text, unsure, END, 0.2) == text
+    assert keep_sure_lines(text, unsure, FUNC, 0.2) == "total += 1"
+    assert keep_sure_lines(text, stream(text), FUNC, 0.2) == text
+    assert keep_sure_lines(text, unsure, FUNC, 0) == text  # the line confidence off: off too
+    # Code below that stands deeper (the body of the cursor's `if`) goes on too; code to the left
+    # (the function's end, a closing bracket) does not.
+    header = Context("def f(values):\n    if values:", "\n        values.sort()\n    return values\n", "python")
+    body = "\n        values.reverse()\n        values.pop()"
+    assert keep_sure_lines(body, stream("\n        values.reverse()", body[26:], logprob=-0.2), header, 0.2) \
+        == "\n        values.reverse()"
+    closing = Context("result = compute(\n    first,\n    ", "\n)\n", "python")
+    items = "second,\n    third,"
+    assert keep_sure_lines(items, stream("", items, logprob=-0.05), closing, 0.2) == items
 
 
 def test_a_later_statement_is_never_cut_inside_its_brackets() -> None:
@@ -118,11 +143,13 @@ def test_a_line_that_dedents_to_the_suffix_s_next_line_ends_the_block() -> None:
     unsure = stream("return False", "\n    return False", logprob=-0.35)  # 0.25: above 0.2, below 0.3
     assert keep_sure_lines(text, unsure, LOOP, 0.2) == "return False"
     assert keep_sure_lines(text, stream(text), LOOP, 0.2) == text  # a sure one (a scripted block) stays
-    # The suffix goes on deeper than the dedented line, or has no code after it: the block goes on.
+    # The suffix has no code after the cursor's block: the block goes on. Where the cursor's own
+    # block goes on below (deeper than the dedented line), a later line needs GOES_ON_CONFIDENCE.
     inner = "return False\n        else:\n            continue"
-    deeper = Context(LOOP.prefix, "\n            v = -v\n    return True\n", "python")
     inner_unsure = stream("return False", inner[len("return False"):], logprob=-0.45)  # 0.26
-    assert keep_sure_lines(inner, inner_unsure, deeper, 0.2) == inner
+    deeper = Context(LOOP.prefix, "\n            v = -v\n    return True\n", "python")
+    assert keep_sure_lines(inner, inner_unsure, deeper, 0.2) == "return False"
+    assert keep_sure_lines(inner, stream(inner), deeper, 0.2) == inner
     end = Context(LOOP.prefix, "\n", "python")
     assert keep_sure_lines(text, unsure, end, 0.2) == text
     assert keep_sure_lines(text, unsure, LOOP, 0) == text  # the line confidence off: off too

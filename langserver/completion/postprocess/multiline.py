@@ -25,7 +25,9 @@ first line's own statement, inside its brackets or string, in the bracket the
 cursor is in, or in the comment it starts, are judged one by one, each together
 with the first line). A small model is often right about the line at the cursor
 and wrong about the lines it adds after it; where it is sure of them (a right
-block, or a scripted one), the block stays whole.
+block, or a scripted one), the block stays whole. Where the cursor's block goes
+on below it (the suffix's next line at or right of the cursor's indentation),
+a later line must be surer (goes_on.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import re
 from collections.abc import Sequence
 
 from langserver.completion.postprocess.dedent import DEDENT_CONFIDENCE, dedents_to_suffix
+from langserver.completion.postprocess.goes_on import GOES_ON_CONFIDENCE, block_goes_on
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.postprocess.policy import Policy
 from langserver.completion.postprocess.repeats import cut_repetition, runs_into_suffix
@@ -262,11 +265,14 @@ def statement_confidence(parts: Sequence[Delta], text: str, context: Context) ->
 def keep_sure_lines(text: str, parts: Sequence[Delta], context: Context, threshold: float) -> str:
     """`text` up to the first unit after the first line whose probability is below `threshold`
     (statement_confidence): whole lines only, never inside a later statement's brackets or
-    strings; and before a unit that dedents to where the suffix's next line already stands,
-    unless its probability is at least DEDENT_CONFIDENCE (dedent.py). Unchanged when the
-    threshold is 0, the text is one line, or the answer came without log probabilities."""
+    strings; where the cursor's block goes on below it, below GOES_ON_CONFIDENCE if that is
+    higher (goes_on.py); and before a unit that dedents to where the suffix's next line already
+    stands, unless its probability is at least DEDENT_CONFIDENCE (dedent.py). Unchanged when
+    the threshold is 0, the text is one line, or the answer came without log probabilities."""
     if threshold <= 0 or "\n" not in text:
         return text
+    if block_goes_on(context):
+        threshold = max(threshold, GOES_ON_CONFIDENCE)
     for offset, probability in statement_confidence(parts, text, context) or ():
         unsure = probability < threshold
         if unsure or (probability < DEDENT_CONFIDENCE and dedents_to_suffix(text[offset:].split("\n", 1)[0], context)):
