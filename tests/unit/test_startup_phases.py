@@ -1,5 +1,6 @@
-"""The start-up phases a user sees while vLLM loads, read off vLLM's own lines: the managed start of
-Qwen3-Coder-30B-A3B's shape (FP8) on an H100, as recorded on 2026-12-06 (162 s from start to ready)."""
+"""The start-up phases a user sees while vLLM loads, read off vLLM's own lines: managed starts on an
+H100, as recorded on 2026-12-06: Qwen3-Coder-30B-A3B's shape (FP8, 162 s from start to ready) and
+small-coder-v2 (bf16, 103 s)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from langserver.backend.startup import phase_of
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "vllm-start" / "h100-qwen3-coder-30b-a3b-fp8.log"
+SMALL = RECORDED.with_name("h100-small-coder-v2-bf16.log")
 
 
 def phases(lines: list[str]) -> list[str]:
@@ -23,7 +25,17 @@ def test_the_h100_start_reads_as_its_phases_in_order() -> None:
     lines = RECORDED.read_text(encoding="utf-8").splitlines()
     assert phases(lines) == ["inspecting the model", "starting the engine", "reading the weights",
                              "compiling the model", "sizing the KV cache", "capturing CUDA graphs",
-                             "starting the API server"]
+                             "finishing the engine", "starting the API server"]
+
+
+def test_the_quiet_time_after_the_graphs_is_not_called_capturing() -> None:
+    # small-coder-v2's first start: the graphs took 8 s, then vLLM printed nothing for 20 s
+    # (19:46:47 to 19:47:07) before its API server. The status named that time "capturing CUDA
+    # graphs"; vLLM was finishing its engine.
+    lines = SMALL.read_text(encoding="utf-8").splitlines()
+    assert phases(lines)[-3:] == ["capturing CUDA graphs", "finishing the engine", "starting the API server"]
+    quiet = next(line for line in lines if "Free memory on device" in line)
+    assert "19:46:47" in quiet and phase_of(quiet) == "finishing the engine"
 
 
 def test_the_longest_phase_is_named_while_it_lasts() -> None:
