@@ -140,7 +140,10 @@ async def level(users: int, state: dict[str, Any], args: argparse.Namespace, sou
         "server_ms": {stage: percentiles([t[stage] for t in timings if stage in t])
                       for stage in ("debounce", "warmup", "prompt", "first_token", "stream", "total", "overhead")},
         "vllm": {"requests": round(delta["started"]), "prompt_tokens": round(delta["prompt"]),
-                 "prefilled_tokens": round(delta["prompt"] - delta["hits"]),  # not served from the prefix cache
+                 # computed, not served from the prefix cache: of the tokens looked up, aborted requests
+                 # included (vLLM counts a request's prompt tokens only when it finishes: with many
+                 # superseded requests, prompt minus hits went negative, -12,545 on 2026-12-06)
+                 "prefilled_tokens": round(delta["queries"] - delta["hits"]),
                  "generated_tokens": round(delta["generated"]),
                  "prefix_hit_rate": round(delta["hits"] / delta["queries"], 3) if delta["queries"] else 0.0,
                  "tokens_per_s": round((delta["prompt"] + delta["generated"]) / seconds, 1)},
