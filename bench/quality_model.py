@@ -92,8 +92,8 @@ TOKEN_LIMITS = (16, 32, 64)
 # completion.minConfidence thresholds applied to the replayed server answer's score.
 GATES = (0.0, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1)
 # completion.lineConfidence thresholds replayed (0 = off: the block up to its end).
-LINE_CONFIDENCES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
-ALWAYS_LINE_CONFIDENCES = (0.2, 0.3)
+LINE_CONFIDENCES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
+ALWAYS_LINE_CONFIDENCES = (0.03, 0.2)
 
 
 @dataclass(frozen=True)

@@ -227,5 +227,5 @@ def test_a_block_cut_to_a_copy_of_the_line_below_shows_nothing() -> None:
 
 def test_bad_setting_falls_back_with_its_name() -> None:
     settings, problems = parse_settings({"completion": {"lineConfidence": 2}})
-    assert settings.completion.line_confidence == 0.2
+    assert settings.completion.line_confidence == 0.03
     assert problems and problems[0].startswith("vllmGhost.completion.lineConfidence:")
