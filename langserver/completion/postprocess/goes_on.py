@@ -21,10 +21,10 @@ from langserver.completion.postprocess.indent import columns, infer_style, leadi
 from langserver.completion.stages.context import Context
 
 # The probability a later line needs where the block goes on below the cursor. Chosen on
-# HumanEval single-line, cursor after the indentation, chat-fim (the line confidence's tuning
-# split) among 0.3, 0.5, 0.7 and 1 (one line there): 0.5, 0.7 and 1 tie at the most passing
-# tasks and the highest share of right lines, and 0.5 keeps a block the model is sure of.
-# Held out: the other splits (docs/benchmarks.md, issue 24).
+# HumanEval single-line, cursor after the indentation (the line confidence's tuning split), among
+# 0.3, 0.5, 0.7 and 1 (one line there), with the line confidence at 0.02-0.2: 0.5, 0.7 and 1 tie
+# at the most passing tasks and the highest share of right lines, 0.3 is below them, and 0.5
+# keeps a block the model is sure of. Held out: the other splits (docs/benchmarks.md, issue 24).
 GOES_ON_CONFIDENCE = 0.5
 
 
