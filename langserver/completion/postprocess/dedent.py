@@ -14,6 +14,7 @@ there the model may be finishing the function, as a fill-in-the-middle answer mu
 
 from __future__ import annotations
 
+from langserver.completion.postprocess.goes_on import line_below
 from langserver.completion.postprocess.indent import columns, infer_style, leading
 from langserver.completion.stages.context import Context
 
@@ -29,7 +30,7 @@ def dedents_to_suffix(line: str, context: Context) -> bool:
     the suffix's next non-blank line already stands?"""
     if not line.strip():
         return False
-    following = next((text for text in context.suffix.split("\n")[1:] if text.strip()), None)
+    following = line_below(context)
     if following is None:
         return False
     width = infer_style(context).width

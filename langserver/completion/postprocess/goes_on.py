@@ -28,9 +28,14 @@ from langserver.completion.stages.context import Context
 GOES_ON_CONFIDENCE = 0.5
 
 
+def line_below(context: Context) -> str | None:
+    """The suffix's next non-blank line after the cursor's line, if any."""
+    return next((text for text in context.suffix.split("\n")[1:] if text.strip()), None)
+
+
 def block_goes_on(context: Context) -> bool:
     """Does the suffix's next non-blank line stand at or right of the cursor line's indentation?"""
-    following = next((text for text in context.suffix.split("\n")[1:] if text.strip()), None)
+    following = line_below(context)
     if following is None:
         return False
     width = infer_style(context).width
