@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
-from langserver.backend import fit
+from langserver.backend import fit, hub
 from langserver.backend.launch import is_loopback, key_file, missing_compiler, port_in_use, resolve_command
 from langserver.backend.shared import Registry, all_states, proc_is_ours
 from langserver.settings import Settings
@@ -275,7 +275,7 @@ def check_model(path_setting: str, env: Mapping[str, str]) -> Finding:
             return Finding("model", "ok", f"{path} (GGUF file)")
         return Finding("model", "fail", f"{path} is a file, not a model directory. Fix: set model.path to the "
                        "directory holding config.json, the weights and the tokenizer.")
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", path_setting) and not path_setting.startswith("."):
+    if hub.is_hub_id(path_setting):
         return _check_hub_id(path_setting, env)
     return Finding("model", "fail", f"{path_setting} does not exist. Fix: set model.path to the model's directory "
                    "(config.json, weights, tokenizer) or to a Hugging Face hub id.")
@@ -299,19 +299,26 @@ def _check_model_dir(path: Path) -> Finding:
 
 
 def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
-    home = env.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    cache = Path(env.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
-    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
-    if snapshots.is_dir() and any(snapshots.iterdir()):
-        return Finding("model", "ok", f"{model}: in the Hugging Face cache ({snapshots.parent})")
-    if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    """As the managed start sees a hub id (backend/vllm.py): cached, offline, or a download whose size
+    the hub gives (the presets' sizes are known here) and whose rest the cache's disk must hold."""
+    if hub.is_cached(model, env):
+        return Finding("model", "ok", f"{model}: in the Hugging Face cache ({hub.repo_dir(model, env)})")
+    cache = hub.hub_cache(env)
+    if hub.offline(env):
         return Finding("model", "fail", f"{model} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is "
                        "set. Fix: download it, or set model.path to a local directory.")
     preset = fit.preset_for_path(model)
-    size = f"about {preset.shape.weights_bytes / 1e9:.0f} GB" if preset else "its size is shown when it starts"
+    size = preset.shape.weights_bytes if preset else hub.download_size(model, env)
+    fetched = hub.downloaded_bytes(model, env)
+    short = hub.lacks_room(model, size, fetched, env)
+    if short is not None:
+        return Finding("model", "fail", f"{model} is not downloaded yet and will not fit: {short}")
+    free = hub.free_bytes(cache)
+    room = f"; {hub.size_text(free)} free in {cache}" if free is not None else ""
+    partial = f", {hub.size_text(fetched)} of it in the cache from an earlier start" if fetched else ""
     return Finding("model", "warn", f"{model} is not downloaded yet: vLLM fetches it from the Hugging Face hub at "
-                   f"its first start ({size}). Fix: none needed; to start faster, download it first "
-                   f"(hf download {model}) or set model.path to a local copy.")
+                   f"its first start ({hub.size_text(size)}{partial}{room}). Fix: none needed; to start faster, "
+                   f"download it first (hf download {model}) or set model.path to a local copy.")
 
 
 def _size(size: int) -> str:

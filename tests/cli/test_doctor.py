@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from langserver import doctor
+from tests.scripted_hub import PETABYTE, ScriptedHub
 
 VLLM_SERVER = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
 
@@ -105,11 +106,29 @@ def test_model_dir_without_weights_or_tokenizer(tmp_path: Path) -> None:
 
 
 def test_hub_id_not_downloaded_is_a_warning_offline_a_failure(tmp_path: Path) -> None:
-    env = {"HF_HUB_CACHE": str(tmp_path)}
-    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "warn"
-    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", {**env, "HF_HUB_OFFLINE": "1"}).level == "fail"
-    (tmp_path / "models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8" / "snapshots" / "abc").mkdir(parents=True)
+    env = {"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "fail"
+    snapshot = tmp_path / "models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    # An empty snapshot is a download cut off before its files: vLLM would fetch it again, offline it cannot.
+    assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "fail"
+    (snapshot / "config.json").write_text("{}")
     assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "ok"
+
+
+def test_a_hub_download_gives_its_size_and_one_the_disk_cannot_hold_fails_before_the_start(tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    fits, too_big = ScriptedHub(3 * 10**9), ScriptedHub(PETABYTE)
+    try:
+        found = doctor.check_model("someone/coder-7b", {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": fits.url})
+        blocked = doctor.check_model("someone/coder-7b", {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": too_big.url})
+    finally:
+        fits.close()
+        too_big.close()
+    assert found.level == "warn" and "not downloaded yet" in found.message and "(3.0 GB;" in found.message
+    assert "free in" in found.message and "hf download someone/coder-7b" in found.message
+    assert blocked.level == "fail" and "needs 1000000.0 GB more in" in blocked.message
+    assert "HF_HUB_CACHE" in blocked.message
 
 
 def test_interpreter_of_console_scripts(tmp_path: Path) -> None:

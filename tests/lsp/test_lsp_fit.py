@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import stat
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from bench.lsp import GhostClient
 from langserver.backend import fit, hub
 from langserver.backend.launch import build_launch
 from langserver.settings import parse_settings
+from tests.scripted_hub import PETABYTE, ScriptedHub
 
 READINGS = Path(__file__).resolve().parents[1] / "data" / "nvidia-smi"
 
@@ -84,40 +83,12 @@ async def test_auto_preset_on_a_24gb_card_starts_a_sized_private_vllm_and_shows_
     assert "vllmGhost.model.path" in status["message"] or status["state"] == "error"
 
 
-class ScriptedHubTooBig:
-    """A scripted hub (the download size must be known on cue, and offline it is not): its one model
-    is a petabyte, more than any test machine's disk."""
-
-    SIZE = 10**15
-
-    def __init__(self) -> None:
-        size = self.SIZE
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                repo_id = self.path.split("?")[0].removeprefix("/api/models/")
-                body = json.dumps({"id": repo_id, "sha": "0" * 40, "siblings": [
-                    {"rfilename": "model.safetensors", "size": size}, {"rfilename": "config.json", "size": 1000}]})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.mark.slow  # a language server: about 10 s on 2 shared cores
 async def test_a_download_the_disk_cannot_hold_stops_before_vllm_starts_and_says_so(tmp_path: Path) -> None:
     record = tmp_path / "launch.json"
     fake = tmp_path / "fake_vllm.py"
     fake.write_text(FAKE_VLLM)
-    scripted_hub = ScriptedHubTooBig()
+    scripted_hub = ScriptedHub(PETABYTE)
     client = GhostClient()
     try:
         await client.launch(env={fit.NVIDIA_SMI_ENV: replay(tmp_path, "rtx3090-24gb.csv"),
@@ -127,7 +98,7 @@ async def test_a_download_the_disk_cannot_hold_stops_before_vllm_starts_and_says
         status = await client.wait_status("error", timeout=60)
         await client.close_session()
     finally:
-        scripted_hub.server.shutdown()
+        scripted_hub.close()
     # The size before the start, then the shortfall with the fix; vLLM never started, nor retried.
     assert any("not downloaded yet" in line and "1000000.0 GB" in line for line in client.logs), client.logs
     assert "Qwen/Qwen2.5-Coder-7B needs 1000000.0 GB more in" in status["message"], status
