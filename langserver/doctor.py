@@ -300,7 +300,7 @@ def _check_model_dir(path: Path) -> Finding:
 
 def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
     """As the managed start sees a hub id (backend/vllm.py): cached, offline, or a download whose size
-    the hub gives (the presets' sizes are known here) and whose rest the cache's disk must hold."""
+    the hub gives (a preset's weights when it does not answer) and whose rest the cache's disk must hold."""
     if hub.is_cached(model, env):
         return Finding("model", "ok", f"{model}: in the Hugging Face cache ({hub.repo_dir(model, env)})")
     cache = hub.hub_cache(env)
@@ -308,7 +308,7 @@ def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
         return Finding("model", "fail", f"{model} is not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is "
                        "set. Fix: download it, or set model.path to a local directory.")
     preset = fit.preset_for_path(model)
-    size = preset.shape.weights_bytes if preset else hub.download_size(model, env)
+    size = hub.download_size(model, env) or (preset.shape.weights_bytes if preset else None)
     fetched = hub.downloaded_bytes(model, env)
     short = hub.lacks_room(model, size, fetched, env)
     if short is not None:
