@@ -105,7 +105,7 @@ def test_model_dir_without_weights_or_tokenizer(tmp_path: Path) -> None:
     assert "config.json" not in finding.message.split("lacks")[1].split("Fix")[0]
 
 
-def test_hub_id_not_downloaded_is_a_warning_offline_a_failure(tmp_path: Path) -> None:
+def test_offline_a_hub_id_needs_its_whole_snapshot_in_the_cache(tmp_path: Path) -> None:
     env = {"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "fail"
     snapshot = tmp_path / "models--Qwen--Qwen3-Coder-30B-A3B-Instruct-FP8" / "snapshots" / "abc"
