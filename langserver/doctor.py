@@ -295,7 +295,8 @@ def _check_model_dir(path: Path) -> Finding:
         return Finding("model", "fail", f"{path} lacks {', '.join(missing)}. Fix: download the whole model "
                        "into that directory, or set model.path to the right one.")
     size = sum(file.stat().st_size for file in weights)
-    return Finding("model", "ok", f"{path}: config.json, {len(weights)} weight file(s) ({_size(size)}), tokenizer")
+    return Finding("model", "ok",
+                   f"{path}: config.json, {len(weights)} weight file(s) ({hub.size_text(size)}), tokenizer")
 
 
 def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
@@ -319,10 +320,6 @@ def _check_hub_id(model: str, env: Mapping[str, str]) -> Finding:
     return Finding("model", "warn", f"{model} is not downloaded yet: vLLM fetches it from the Hugging Face hub at "
                    f"its first start ({hub.size_text(size)}{partial}{room}). Fix: none needed; to start faster, "
                    f"download it first (hf download {model}) or set model.path to a local copy.")
-
-
-def _size(size: int) -> str:
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 def check_port(settings: Settings) -> Finding:

@@ -105,6 +105,16 @@ def test_model_dir_without_weights_or_tokenizer(tmp_path: Path) -> None:
     assert "config.json" not in finding.message.split("lacks")[1].split("Fix")[0]
 
 
+def test_a_local_model_is_sized_in_the_unit_a_download_is(tmp_path: Path) -> None:
+    # a user compares the two (a local copy against the hub's download): both in GB, as the hub gives them
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with (tmp_path / "model.safetensors").open("wb") as weights:
+        weights.truncate(3 * 10**9)  # sparse: no disk used
+    finding = doctor.check_model(str(tmp_path), {})
+    assert finding.level == "ok" and "1 weight file(s) (3.0 GB)" in finding.message
+
+
 def test_offline_a_hub_id_needs_its_whole_snapshot_in_the_cache(tmp_path: Path) -> None:
     env = {"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     assert doctor.check_model("Qwen/Qwen3-Coder-30B-A3B-Instruct-FP8", env).level == "fail"
