@@ -43,7 +43,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,11 +495,18 @@ class Judge:
         return difflib.SequenceMatcher(None, _norm(text), _norm(self.case.middle), autojunk=False).ratio()
 
     def surviving(self, text: str) -> tuple[int, int]:
-        """(shown lines, those that are lines of the reference), the cursor line completed."""
+        """(shown lines, those that are lines of the reference), the cursor line completed. Each
+        reference line answers for one shown line: `return False` shown twice against one is one
+        right line and one wrong (a reader deletes the second)."""
         line_prefix = self.case.prefix.rsplit("\n", 1)[-1]
-        reference = {line.strip() for line in (line_prefix + self.case.middle).split("\n") if line.strip()}
+        left = Counter(line.strip() for line in (line_prefix + self.case.middle).split("\n") if line.strip())
         shown = [line.strip() for line in (line_prefix + text).split("\n") if line.strip()]
-        return len(shown), sum(line in reference for line in shown)
+        kept = 0
+        for line in shown:
+            if left[line]:
+                left[line] -= 1
+                kept += 1
+        return len(shown), kept
 
 
 def answers(record: dict[str, Any], confidence: dict[str, float] | None = None) -> dict[str, tuple[str, int] | None]:

@@ -50,3 +50,19 @@ def test_own_random_spans_stand_in_for_the_missing_official_file() -> None:
     for case in spans[::164]:
         assert quality_model.Judge(case).passes(case.middle, 0), case.task_id
         assert not quality_model.Judge(case).passes("", 0), case.task_id
+
+
+def test_a_repeated_reference_line_counts_once_in_the_share_of_right_lines() -> None:
+    """The share of shown lines that are reference lines is what the multi-line policies are judged by:
+    an answer that repeats the right line (`return False` twice where the reference has it once) shows
+    one right line and one a reader deletes, not two right ones."""
+    from bench import quality_model
+
+    case = quality_model.Case("single-line", "line", "t", "def f(x):\n    if x:\n        ", "return False",
+                              "\n    return True\n")
+    judge = quality_model.Judge(case)
+    assert judge.surviving("return False") == (1, 1)
+    assert judge.surviving("return False\n        return False") == (2, 1)
+    assert judge.surviving("return False\n    return True") == (2, 1)  # the suffix's line is no reference line
+    twice = quality_model.Case("multi-line", "line", "t", "def f(x):\n    ", "x += 1\n    x += 1", "\n    return x\n")
+    assert quality_model.Judge(twice).surviving("x += 1\n    x += 1\n    x += 1") == (3, 2)
