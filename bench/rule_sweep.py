@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, required=True)
     parser.add_argument("--constant", choices=CONSTANTS, required=True)
     parser.add_argument("--values", type=float, nargs="+", required=True)
-    parser.add_argument("--jobs", type=int, default=max(1, (multiprocessing.cpu_count() or 1)))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     records = quality_model.read_records(args.records)
     jobs = [(record, args.constant, args.values) for record in records]
