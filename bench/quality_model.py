@@ -64,7 +64,7 @@ from bench.vllm_process import private_registry, start_vllm, stop_vllm  # noqa: 
 from langserver.backend.client import BackendClient, Endpoint  # noqa: E402
 from langserver.backend.request import STOP_TOKENS, Delta, PromptRequest  # noqa: E402
 from langserver.completion import pipeline  # noqa: E402
-from langserver.completion.postprocess import STEPS, step_names  # noqa: E402
+from langserver.completion.postprocess import STEPS, Completion, step_names  # noqa: E402
 from langserver.settings import Settings, parse_settings  # noqa: E402
 
 DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "small-coder-v2"
@@ -509,15 +509,24 @@ class Judge:
         return len(shown), kept
 
 
+def replay_record(record: dict[str, Any], settings: Settings, stream: list[str] | None = None,
+                  steps: tuple[Any, ...] = STEPS) -> Completion | None:
+    """The server's answer to a record's recorded stream under `settings`; `stream`: a cut of the
+    deltas instead (a maxTokens limit: no finish reason then)."""
+    case = Case(**record["case"])
+    request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
+    deltas = record["deltas"] if stream is None else stream
+    finish = record.get("finish") if stream is None else None
+    return asyncio.run(pipeline.complete_streaming(
+        request, settings, replay_stream(deltas, record.get("logprobs"), finish), record["max_model_len"],
+        counter=pipeline.token_counter(settings), steps=steps))
+
+
 def answers(record: dict[str, Any], confidence: dict[str, float] | None = None) -> dict[str, tuple[str, int] | None]:
     """Every answer judged for a record: name -> (text, replace) or None (nothing shown).
     `confidence` gets the gate's score of the replayed server answer ("replay"), if any."""
-    case = Case(**record["case"])
     deltas: list[str] = record["deltas"]
     settings = settings_of(record["options"])
-    request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
-    counter = pipeline.token_counter(settings)
-    max_model_len = record["max_model_len"]
     raw = "".join(deltas)
     result: dict[str, tuple[str, int] | None] = {
         "plain": (raw, 0),
@@ -525,13 +534,8 @@ def answers(record: dict[str, Any], confidence: dict[str, float] | None = None) 
         "server": tuple(record["server"]) if record["server"] else None,  # type: ignore[dict-item]
     }
 
-    logprobs = record.get("logprobs")
-
     def replay(variant_settings: Settings, stream: list[str], steps: tuple[Any, ...] = STEPS) -> tuple[str, int] | None:
-        finish = record.get("finish") if stream is deltas else None
-        completion = asyncio.run(pipeline.complete_streaming(
-            request, variant_settings, replay_stream(stream, logprobs, finish), max_model_len, counter=counter,
-            steps=steps))
+        completion = replay_record(record, variant_settings, None if stream is deltas else stream, steps)
         if completion is not None and completion.confidence is not None and confidence is not None \
                 and variant_settings is settings and steps is STEPS and stream is deltas:
             confidence["replay"] = completion.confidence.value

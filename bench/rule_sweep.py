@@ -15,7 +15,6 @@ turns the rule off.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import os
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import quality_model
-from langserver.completion import pipeline
 from langserver.completion.postprocess import multiline
 
 CONSTANTS = ("DEDENT_CONFIDENCE", "GOES_ON_CONFIDENCE")
@@ -41,16 +39,12 @@ def judge_values(record: dict[str, Any], constant: str, values: Sequence[float])
     case = quality_model.Case(**record["case"])
     judge = quality_model.Judge(case)
     settings = quality_model.settings_of(record["options"])
-    request = pipeline.Request(text=case.text, offset=len(case.prefix), language="python")
-    counter = pipeline.token_counter(settings)
     kept = getattr(multiline, constant)
     cells: dict[float, Cell] = {}
     try:
         for value in values:
             setattr(multiline, constant, value)
-            stream = quality_model.replay_stream(record["deltas"], record.get("logprobs"), record.get("finish"))
-            completion = asyncio.run(pipeline.complete_streaming(
-                request, settings, stream, record["max_model_len"], counter=counter))
+            completion = quality_model.replay_record(record, settings)
             text, replace = ("", 0) if completion is None else (completion.text, completion.replace_chars)
             right = judge.exact(text, replace) if case.split == "repo" else bool(judge.passes(text, replace))
             cells[value] = (right, judge.surviving(text) if text.strip() else (0, 0))
