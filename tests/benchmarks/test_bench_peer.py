@@ -1,6 +1,7 @@
 """The peer benchmark (scripts/bench-peer): tabby-agent 1.5.0 over its language server, behind the
 Tabby-API adapter, on real vLLM with the small code model (the session's, through --url): every
-task gets an answer from the adapter (no vLLM errors) and the report has a row per cut."""
+task gets an answer from the adapter (no vLLM errors) and the report has a row per cut, with every
+task of it when two agents share them (`--concurrency`, as on a GPU)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_tabby_agent_answers_the_same_tasks_through_the_adapter(small_coder: Vll
     run = subprocess.run(
         [str(ROOT / "scripts" / "bench-peer"), "--model", str(MODEL), "--data", str(DATA),
          "--limit", "3", "--splits", "single-line", "--formats", "chat-fim", "--records", str(tmp_path / "r.jsonl"),
-         "--url", small_coder.url, "--served-name", SMALL_CODER_NAME],
+         "--url", small_coder.url, "--served-name", SMALL_CODER_NAME, "--concurrency", "2"],
         capture_output=True, text=True, timeout=900, check=False,
         env={**os.environ, "PYTHON": sys.executable, KEY_ENV: small_coder.api_key},
     )
