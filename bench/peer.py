@@ -19,7 +19,8 @@ debounce, no usage reports). Its 1.5.0 language server answers `textDocument/com
 (inline completion is marked "WIP" in its README and not registered); that request runs the
 same `provideCompletions` an editor's inline completion does, and its item's `textEdit` is the
 ghost text. tabby-agent aborts a completion when the next one starts, so each agent takes its
-tasks one at a time; `--concurrency N` runs N agents side by side on a share of the tasks each.
+tasks one at a time; `--concurrency N` runs N agents a format side by side, each on a share of the
+tasks (the formats run side by side too).
 
 The tasks are those of `scripts/bench-quality --model` with the same --limit/--repo-lines
 (quality_model.py draws them, seeded), judged by the same Judge: pass@1, exact match, shown,
@@ -45,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,10 @@ def agent_home(endpoint: str) -> Path:
     return home
 
 
-async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], name: str = "tabby-agent",
-                    ) -> list[dict[str, Any]]:
-    """Every case through one tabby-agent language server, one at a time."""
+async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], keep: Callable[[dict[str, Any]], None],
+                    name: str = "tabby-agent") -> None:
+    """Every case through one tabby-agent language server, one at a time; each record to `keep` as it
+    comes (a run cut off by its time limit keeps what it did)."""
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
@@ -187,7 +189,6 @@ async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], name
     client = LanguageClient("bench-peer", "1")
     env = {**os.environ, "HOME": str(home), "USERPROFILE": str(home)}
     await client.start_io(shutil.which("node") or "node", str(cli), "--lsp", "--stdio", env=env)
-    records: list[dict[str, Any]] = []
     try:
         await client.initialize_async(types.InitializeParams(
             capabilities=types.ClientCapabilities(), client_info=types.ClientInfo(name="bench-peer", version="1"),
@@ -211,7 +212,7 @@ async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], name
                 record["error"] = f"{type(err).__name__}: {err}"
             client.text_document_did_close(types.DidCloseTextDocumentParams(
                 text_document=types.TextDocumentIdentifier(uri=uri)))
-            records.append(record)
+            keep(record)
             if done % 100 == 0 or done == len(cases):
                 print(f"{name}: {done}/{len(cases)} ({done / (time.monotonic() - started):.1f} tasks/s)",
                       file=sys.stderr)
@@ -222,7 +223,6 @@ async def run_agent(cli: Path, home: Path, cases: list[quality_model.Case], name
         except Exception:  # it is going away either way
             pass
         await client.stop()
-    return records
 
 
 def answer_of(case: quality_model.Case, item: Any, character: int) -> tuple[str, int]:
@@ -333,23 +333,28 @@ async def generate(args: argparse.Namespace, cases: list[quality_model.Case], ou
 async def _generate_on(url: str, key: str, served: str, args: argparse.Namespace, cases: list[quality_model.Case],
                        out: Path) -> None:
     cli = install_agent()
+    formats = args.formats.split(",")
+    # each agent a language server of its own (one task at a time); the formats side by side, each behind
+    # an adapter of its own, so that a run cut off by its time limit has some of every format
     agents = max(1, min(args.concurrency, len(cases)))
-    for prompt_format in args.formats.split(","):
-        adapter = Adapter(url, key, served, prompt_format)
-        try:
-            # each agent a language server of its own (one task at a time), all behind one adapter
-            shards = await asyncio.gather(*(
-                run_agent(cli, agent_home(adapter.url), cases[index::agents],
-                          f"tabby-agent {index + 1}/{agents}" if agents > 1 else "tabby-agent")
-                for index in range(agents)))
-        finally:
-            adapter.close()
-        records = [record for shard in shards for record in shard]
-        print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
-              f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
+    adapters = {prompt_format: Adapter(url, key, served, prompt_format) for prompt_format in formats}
+    try:
         with out.open("a", encoding="utf-8") as sink:
-            for record in records:
-                sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
+            def keeper(prompt_format: str) -> Callable[[dict[str, Any]], None]:
+                def keep(record: dict[str, Any]) -> None:
+                    sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
+                    sink.flush()
+                return keep
+
+            await asyncio.gather(*(
+                run_agent(cli, agent_home(adapter.url), cases[index::agents], keeper(prompt_format),
+                          f"{prompt_format} tabby-agent {index + 1}/{agents}")
+                for prompt_format, adapter in adapters.items() for index in range(agents)))
+    finally:
+        for prompt_format, adapter in adapters.items():
+            adapter.close()
+            print(f"{prompt_format}: the adapter answered {adapter.requests} completion requests, "
+                  f"{len(adapter.errors)} vLLM errors {adapter.errors[:1]}", file=sys.stderr)
 
 
 def main() -> int:
@@ -369,7 +374,7 @@ def main() -> int:
                         "another machine then asks what this one drew")
     parser.add_argument("--generate-only", action="store_true", help="write the records, judge them elsewhere "
                         "(a GPU's time goes to generation)")
-    parser.add_argument("--concurrency", type=int, default=1, help="tabby-agent processes at once (a GPU's vLLM "
+    parser.add_argument("--concurrency", type=int, default=1, help="tabby-agent processes a format (a GPU's vLLM "
                         "answers faster than one agent asks)")
     args = parser.parse_args()
     args.model = args.model.resolve()
