@@ -1,0 +1,87 @@
+"""tabby-agent's mid-line rule replayed on a model run's records (issue 24): with text right of the cursor,
+an answer of several lines is dropped unless its first line ends with that text (tabby-agent 1.5.0's
+`trimMultiLineInSingleLineMode`, the first filter of its clean-up chain). Per split with text right of the
+cursor: what the server showed and what it would show with the rule, pass@1 (repo: exact match) and the
+share of shown lines that are lines of the reference. The records are `scripts/bench-quality --model ...
+--records FILE`'s (or a GPU run's); their streams are whole answers, so the rule sees what the model meant
+to write after the line break. Nothing asks a model.
+
+    python -m bench.midline_rule --records records-quality.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import quality_model
+
+# One task: (shown, right, (shown lines, reference lines among them)) without and with the rule.
+Row = tuple[tuple[bool, bool, tuple[int, int]], tuple[bool, bool, tuple[int, int]]]
+
+
+def drops(raw: str, line_suffix: str) -> bool:
+    """The rule: text right of the cursor, a second line with something on it, and a first line that does
+    not end with the text right of the cursor."""
+    first, _, rest = raw.partition("\n")
+    return bool(line_suffix.strip()) and bool(rest.strip()) and not first.rstrip().endswith(line_suffix.rstrip())
+
+
+def judge(record: dict[str, Any]) -> Row | None:
+    """The live server's answer to one record, and the same under the rule (None: a failed task)."""
+    if record.get("error"):
+        return None
+    case = quality_model.Case(**record["case"])
+    judgement = quality_model.Judge(case)
+    text, replace = record["server"] or ("", 0)
+
+    def cell(shown_text: str) -> tuple[bool, bool, tuple[int, int]]:
+        shown = bool(shown_text.strip())
+        right = judgement.exact(shown_text, replace) if case.split == "repo" else \
+            bool(judgement.passes(shown_text, replace))
+        return shown, right, judgement.surviving(shown_text) if shown else (0, 0)
+
+    now = cell(text)
+    ruled = cell("") if drops("".join(record["deltas"]), case.suffix.split("\n", 1)[0]) else now
+    return now, ruled
+
+
+def table(rows: list[tuple[dict[str, Any], Row]]) -> str:
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    for record, row in rows:
+        case = record["case"]
+        if case["suffix"].split("\n", 1)[0].strip():
+            groups[(record["format"], record["split"], record["cut"])].append(row)
+    lines = ["tasks with text right of the cursor: shown / pass@1 (repo: exact match) / share of shown lines that "
+             "are reference lines, the server as it is -> with the rule",
+             f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6} | {'as it is':>26} | {'with the rule':>26}"]
+    for (prompt_format, split, cut), group in sorted(groups.items()):
+        cells = []
+        for side in (0, 1):
+            shown = sum(row[side][0] for row in group)
+            right = sum(row[side][1] for row in group)
+            total = sum(row[side][2][0] for row in group)
+            kept = sum(row[side][2][1] for row in group)
+            cells.append(f"{shown:>5} / {right:>4} / {kept:>4} of {total:<5} {100 * kept / max(1, total):5.2f}%")
+        lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{len(group):>6} | {cells[0]} | {cells[1]}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=Path, required=True, help="bench-quality --model --records FILE")
+    args = parser.parse_args()
+    rows = []
+    for record in quality_model.read_records(args.records):
+        row = judge(record)
+        if row is not None:
+            rows.append((record, row))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
