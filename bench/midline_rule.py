@@ -6,7 +6,10 @@ share of shown lines that are lines of the reference. The records are `scripts/b
 --records FILE`'s (or a GPU run's); their streams are whole answers, so the rule sees what the model meant
 to write after the line break. Nothing asks a model.
 
-    python -m bench.midline_rule --records records-quality.jsonl
+    python -m bench.midline_rule --records records-quality.jsonl [--leave-out FOUND.jsonl]
+
+`--leave-out` drops the tasks another record file holds (the sample the rule was found on), so that what
+is left is held out.
 """
 
 from __future__ import annotations
@@ -73,14 +76,22 @@ def table(rows: list[tuple[dict[str, Any], Row]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=Path, required=True, help="bench-quality --model --records FILE")
+    parser.add_argument("--leave-out", type=Path, help="records whose tasks are left out (where the rule was found)")
     args = parser.parse_args()
+    found = quality_model.read_records(args.leave_out) if args.leave_out else []
+    print(table(judged(quality_model.read_records(args.records), found)))
+    return 0
+
+
+def judged(records: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Row]]:
+    """Each record's row, leaving out failed tasks and the tasks `found` holds."""
+    left_out = {quality_model.record_key(record) for record in found}
     rows = []
-    for record in quality_model.read_records(args.records):
-        row = judge(record)
+    for record in records:
+        row = None if quality_model.record_key(record) in left_out else judge(record)
         if row is not None:
             rows.append((record, row))
-    print(table(rows))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

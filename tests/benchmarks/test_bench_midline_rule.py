@@ -32,3 +32,10 @@ def test_at_the_end_of_a_line_the_rule_does_nothing_and_the_table_leaves_the_tas
     assert "chat-fim" not in midline_rule.table([(record, row)])
     assert "chat-fim repo        mid-line      1 |" in midline_rule.table([(_record("x = f(", "a", ")\n", ["a"], "a"),
                                                                          row)])
+
+
+def test_the_tasks_of_the_sample_a_rule_was_found_on_can_be_left_out() -> None:
+    found = _record("x = f(", "a", ")\n", ["a\n", "b"], "a")
+    other = {**_record("y = g(", "b", ")\n", ["b\n", "c"], "b"), "task": "u"}
+    assert [record["task"] for record, _ in midline_rule.judged([found, other], [found])] == ["u"]
+    assert len(midline_rule.judged([found, other], [])) == 2
