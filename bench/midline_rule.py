@@ -43,9 +43,7 @@ def judge(record: dict[str, Any]) -> Row | None:
 
     def cell(shown_text: str) -> tuple[bool, bool, tuple[int, int]]:
         shown = bool(shown_text.strip())
-        right = judgement.exact(shown_text, replace) if case.split == "repo" else \
-            bool(judgement.passes(shown_text, replace))
-        return shown, right, judgement.surviving(shown_text) if shown else (0, 0)
+        return shown, judgement.right(shown_text, replace), judgement.surviving(shown_text) if shown else (0, 0)
 
     now = cell(text)
     ruled = cell("") if drops("".join(record["deltas"]), case.suffix.split("\n", 1)[0]) else now

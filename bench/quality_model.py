@@ -491,6 +491,10 @@ class Judge:
     def exact(self, text: str, replace: int) -> bool:
         return _norm(text + self.case.suffix[replace:][: self._tail]) == self._reference
 
+    def right(self, text: str, replace: int) -> bool:
+        """The split's measure of a right answer: pass@1, on the repo split (no tests) exact match."""
+        return self.exact(text, replace) if self.case.split == "repo" else bool(self.passes(text, replace))
+
     def similarity(self, text: str) -> float:
         return difflib.SequenceMatcher(None, _norm(text), _norm(self.case.middle), autojunk=False).ratio()
 

@@ -46,8 +46,7 @@ def judge_values(record: dict[str, Any], constant: str, values: Sequence[float])
             setattr(multiline, constant, value)
             completion = quality_model.replay_record(record, settings)
             text, replace = ("", 0) if completion is None else (completion.text, completion.replace_chars)
-            right = judge.exact(text, replace) if case.split == "repo" else bool(judge.passes(text, replace))
-            cells[value] = (right, judge.surviving(text) if text.strip() else (0, 0))
+            cells[value] = (judge.right(text, replace), judge.surviving(text) if text.strip() else (0, 0))
     finally:
         setattr(multiline, constant, kept)
     return cells
