@@ -26,6 +26,11 @@ from bench import quality_model
 Row = tuple[tuple[bool, bool, tuple[int, int]], tuple[bool, bool, tuple[int, int]]]
 
 
+def line_suffix(case: dict[str, Any]) -> str:
+    """The text right of the cursor on its line."""
+    return str(case["suffix"]).split("\n", 1)[0]
+
+
 def drops(raw: str, line_suffix: str) -> bool:
     """The rule: text right of the cursor, a second line with something on it, and a first line that does
     not end with the text right of the cursor."""
@@ -46,15 +51,14 @@ def judge(record: dict[str, Any]) -> Row | None:
         return shown, judgement.right(shown_text, replace), judgement.surviving(shown_text) if shown else (0, 0)
 
     now = cell(text)
-    ruled = cell("") if drops("".join(record["deltas"]), case.suffix.split("\n", 1)[0]) else now
+    ruled = cell("") if drops("".join(record["deltas"]), line_suffix(record["case"])) else now
     return now, ruled
 
 
 def table(rows: list[tuple[dict[str, Any], Row]]) -> str:
     groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for record, row in rows:
-        case = record["case"]
-        if case["suffix"].split("\n", 1)[0].strip():
+        if line_suffix(record["case"]).strip():
             groups[(record["format"], record["split"], record["cut"])].append(row)
     lines = ["tasks with text right of the cursor: shown / pass@1 (repo: exact match) / share of shown lines that "
              "are reference lines, the server as it is -> with the rule",
@@ -82,11 +86,13 @@ def main() -> int:
 
 
 def judged(records: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Row]]:
-    """Each record's row, leaving out failed tasks and the tasks `found` holds."""
+    """Each record's row, leaving out failed tasks, the tasks `found` holds and those without text right of
+    the cursor (the rule cannot act there, and judging them runs their tests for nothing)."""
     left_out = {quality_model.record_key(record) for record in found}
     rows = []
     for record in records:
-        row = None if quality_model.record_key(record) in left_out else judge(record)
+        acts = line_suffix(record["case"]).strip() and quality_model.record_key(record) not in left_out
+        row = judge(record) if acts else None
         if row is not None:
             rows.append((record, row))
     return rows
