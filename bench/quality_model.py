@@ -641,6 +641,21 @@ def environment_line(model: Path, backend: str = "vLLM-CPU float32 eager") -> st
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
+def generated_line(model: Path, external: Endpoint | None) -> str:
+    """Where records are generated (kept in each, the report's header): this machine's vLLM-CPU, or the
+    vLLM at --url, named by the GPU beside it when there is one."""
+    gpu = gpu_reading().split("\n")[0]
+    backend = ("vLLM-CPU float32 eager" if external is None
+               else f"vLLM on {gpu}" if gpu else f"the vLLM at {external.base_url}")
+    return environment_line(model, backend)
+
+
+def records_header(records: list[dict[str, Any]], model: Path) -> str:
+    """The report's header: where the records say they were generated, else this machine."""
+    generated = sorted({str(r["generated"]) for r in records if r.get("generated")})
+    return "; ".join(generated) if generated else environment_line(model)
+
+
 def load_cases(args: Any) -> list[Case]:
     """The cases of the chosen splits: read from --cases when that file exists (a run on another machine
     then asks exactly what this one drew: the repo split comes from the installed packages' sources),
@@ -860,11 +875,8 @@ def main(args: Any) -> int:
         print(f"{len(cases)} cases x {len(formats)} formats ({len(done)} recorded before); records -> "
               f"{records_path}", file=sys.stderr)
         completion = json.loads(args.completion) if args.completion else {}
-        gpu = gpu_reading().split("\n")[0]
-        backend = ("vLLM-CPU float32 eager" if external is None
-                   else f"vLLM on {gpu}" if gpu else f"the vLLM at {external.base_url}")
         asyncio.run(generate(model, cases, formats, records_path, completion, records_path.with_suffix(".vllm.log"),
-                             external, done, args.concurrency, environment_line(model, backend)))
+                             external, done, args.concurrency, generated_line(model, external)))
     if args.generate_only:
         return 0
     records = read_records(records_path)
@@ -873,8 +885,7 @@ def main(args: Any) -> int:
         records = [r for r in records if not r.get("error") or record_key(r) not in ok_keys]
     started = time.monotonic()
     results = evaluate_all(records, args.jobs)
-    generated = sorted({str(r["generated"]) for r in records if r.get("generated")})
-    header = "; ".join(generated) if generated else environment_line(model)
+    header = records_header(records, model)
     text, ok = report(results, f"{header}; evaluated in {time.monotonic() - started:.0f} s")
     print(text)
     if args.json:

@@ -1,7 +1,8 @@
 """The peer benchmark (scripts/bench-peer): tabby-agent 1.5.0 over its language server, behind the
 Tabby-API adapter, on real vLLM with the small code model (the session's, through --url): every
 task gets an answer from the adapter (no vLLM errors) and the report has a row per cut, with every
-task of it when two agents share them (`--concurrency`, as on a GPU)."""
+task of it when two agents share them (`--concurrency`, as on a GPU), under a header naming the vLLM
+that answered (a GPU's records are not labelled as this machine's)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,5 @@ def test_tabby_agent_answers_the_same_tasks_through_the_adapter(small_coder: Vll
         run.stderr[-3000:]
     rows = re.findall(r"^chat-fim single-line (line|mid-line) +3 \|", run.stdout, re.MULTILINE)
     assert sorted(rows) == ["line", "mid-line"], run.stdout
+    assert f"tabby-agent 1.5.0 (LSP) on model {MODEL}" in run.stdout, run.stdout
+    assert f"the vLLM at {small_coder.url}" in run.stdout, run.stdout
