@@ -266,8 +266,9 @@ def side_by_side(results: list[dict[str, Any]], ours_file: Path) -> str:
         if (*key, peer["task"]) in ours:
             groups.setdefault(key, []).append((ours[(*key, peer["task"])], peer))
     lines = [f"{'format':<9}{'split':<12}{'cut':<9}{'tasks':>6} | {'ours':>6} {'peer':>6} {'95% diff':>15} | "
-             f"{'ours':>6} {'peer':>6} {'95% diff':>15}", f"{'':<36} | {'pass@1 % (repo: exact match %)':^29} | "
-             f"{'% of shown lines in the reference':^29}"]
+             f"{'ours':>6} {'peer':>6} {'95% diff':>15} | {'ours':>9} {'peer':>9}",
+             f"{'':<36} | {'pass@1 % (repo: exact match %)':^29} | {'% of shown lines in the reference':^29} | "
+             f"{'right/wrong a 100':^19}"]
     rng = random.Random(13)
     for (prompt_format, split, cut), pairs in sorted(groups.items()):
         metric = "exact" if split == "repo" else "pass"
@@ -275,8 +276,18 @@ def side_by_side(results: list[dict[str, Any]], ours_file: Path) -> str:
         share_low, share_high = bootstrap(pairs, lambda p: _share(p, 0) - _share(p, 1), rng, resamples=1000)
         lines.append(f"{prompt_format:<9}{split:<12}{cut:<9}{len(pairs):>6} | {_rate(pairs, 0, metric):6.1f} "
                      f"{_rate(pairs, 1, metric):6.1f} {f'{low:+.1f}..{high:+.1f}':>15} | {_share(pairs, 0):6.2f} "
-                     f"{_share(pairs, 1):6.2f} {f'{share_low:+.2f}..{share_high:+.2f}':>15}")
+                     f"{_share(pairs, 1):6.2f} {f'{share_low:+.2f}..{share_high:+.2f}':>15} | "
+                     f"{_per_hundred(pairs, 0):>9} {_per_hundred(pairs, 1):>9}")
     return "\n".join(lines)
+
+
+def _per_hundred(pairs: Sequence[Pair], side: int) -> str:
+    """Reference lines and other lines shown a hundred tasks: the share's two halves, which say what
+    it hides (a policy that shows whole blocks puts more right lines on the screen at the same share,
+    and more wrong ones)."""
+    shown = sum(pair[side]["lines"][0] for pair in pairs)
+    right = sum(pair[side]["lines"][1] for pair in pairs)
+    return f"{100 * right / len(pairs):.0f}/{100 * (shown - right) / len(pairs):.0f}"
 
 
 def _rate(pairs: Sequence[Pair], side: int, metric: str) -> float:

@@ -1,5 +1,6 @@
 """bench-peer --ours: our per-task results beside the peer's, on the tasks both ran only, with the
-paired interval that says whether a gap is more than noise."""
+paired interval that says whether a gap is more than noise, and the share's two halves (right and
+wrong lines shown a hundred tasks)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,6 @@ def test_rows_pair_the_same_tasks_and_a_clear_lead_has_an_interval_above_zero(tm
     row = next(line for line in table.splitlines() if line.startswith("chat-fim"))
     # 40 shared tasks (the one only we ran is left out); the replay column is ours, 100% against 25%.
     match = re.match(r"chat-fim\s+single-line\s+line\s+40 \|\s+100\.0\s+25\.0\s+\+(\S+)\.\.\+(\S+) \|"
-                     r"\s+100\.00\s+25\.00\s+\+(\S+)\.\.\+(\S+)$", row)
+                     r"\s+100\.00\s+25\.00\s+\+(\S+)\.\.\+(\S+) \|\s+100/0\s+25/75$", row)
     assert match, table
     assert float(match.group(1)) > 0 and float(match.group(3)) > 0
