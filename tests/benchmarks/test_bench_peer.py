@@ -48,5 +48,5 @@ def test_tabby_agent_answers_the_same_tasks_through_the_adapter(small_coder: Vll
         run.stderr[-3000:]
     rows = re.findall(r"^chat-fim single-line (line|mid-line) +3 \|", run.stdout, re.MULTILINE)
     assert sorted(rows) == ["line", "mid-line"], run.stdout
-    assert f"tabby-agent 1.5.0 (LSP) on model {MODEL}" in run.stdout, run.stdout
+    assert f"tabby-agent 1.5.0 (LSP) on model {MODEL.resolve()}" in run.stdout, run.stdout  # as bench-peer names it
     assert f"the vLLM at {small_coder.url}" in run.stdout, run.stdout
