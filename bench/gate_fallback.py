@@ -41,12 +41,6 @@ def first_line_fallback(text: str, parts: Sequence[Delta], finish: str | None, g
     return first if first.strip() and alone is not None and alone.value >= gate else None
 
 
-def parts_of(record: dict[str, Any]) -> list[Delta]:
-    pieces = record.get("logprobs") or [[] for _ in record["deltas"]]
-    return [Delta(delta, tuple((str(token), float(logprob)) for token, logprob in pairs))
-            for delta, pairs in zip(record["deltas"], pieces, strict=False)]
-
-
 def judge(record: dict[str, Any], gate: float) -> Row | None:
     """The replayed server answer to one record under the gate, and with the fallback (None: a failed task)."""
     if record.get("error"):
@@ -57,7 +51,9 @@ def judge(record: dict[str, Any], gate: float) -> Row | None:
         return (False, False), (False, False)
     passes = completion.confidence is None or completion.confidence.value >= gate
     whole = (passes, passes and judgement.right(completion.text, completion.replace_chars))
-    first = first_line_fallback(completion.text, parts_of(record), record.get("finish"), gate)
+    finish = record.get("finish")
+    parts = quality_model.recorded_parts(record["deltas"], record.get("logprobs"), finish)
+    first = first_line_fallback(completion.text, parts, finish, gate)
     return whole, whole if first is None else (True, judgement.right(first, completion.replace_chars))
 
 

@@ -447,15 +447,23 @@ async def run_case(case: Case, client: Any, plain: BackendClient, settings: Sett
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def replay_stream(deltas: list[str], logprobs: list[list[list[Any]]] | None = None, finish: str | None = None) -> Any:
-    """The recorded stream, with its log probabilities when the record has them (older
-    records do not: the line confidence then cuts nothing) and its finish reason on the last piece."""
+def recorded_parts(deltas: list[str], logprobs: list[list[list[Any]]] | None = None,
+                   finish: str | None = None) -> list[Delta]:
+    """A record's stream as the pieces the server read, with its log probabilities when the record has
+    them (older records do not: the line confidence then cuts nothing) and its finish reason on the last."""
     pieces = logprobs or [[] for _ in deltas]
+    return [Delta(delta, tuple((str(token), float(logprob)) for token, logprob in pairs),
+                  finish if index == len(deltas) - 1 else None)
+            for index, (delta, pairs) in enumerate(zip(deltas, pieces, strict=False))]
+
+
+def replay_stream(deltas: list[str], logprobs: list[list[list[Any]]] | None = None, finish: str | None = None) -> Any:
+    """The recorded stream (recorded_parts), served as the backend serves one."""
+    parts = recorded_parts(deltas, logprobs, finish)
 
     async def open_stream(prompt: PromptRequest) -> AsyncIterator[Delta]:
-        for index, (delta, pairs) in enumerate(zip(deltas, pieces, strict=False)):
-            yield Delta(delta, tuple((str(token), float(logprob)) for token, logprob in pairs),
-                        finish if index == len(deltas) - 1 else None)
+        for part in parts:
+            yield part
 
     return open_stream
 
